@@ -1,0 +1,50 @@
+-- `reconcile db drop --yes`: the seed's rollback. Removes every ops.* object ops-reconciler
+-- installed, with their rows, and gives the legacy agent tables their old names back.
+-- The auth schema is left alone: on Supabase it is not ours, and on plain PostgreSQL its users
+-- may be referenced by other things.
+
+drop table if exists ops.project_memberships cascade;
+drop table if exists ops.upgrade_advisories cascade;
+drop table if exists ops.tools cascade;
+drop table if exists ops.run_logs cascade;
+drop table if exists ops.run_artifacts cascade;
+drop table if exists ops.run_events cascade;
+drop table if exists ops.runs cascade;
+drop table if exists ops.workflows cascade;
+drop table if exists ops.projects cascade;
+
+drop function if exists ops.claim_next_run(text);
+drop function if exists ops.start_workflow_run(uuid, text);
+drop function if exists ops.complete_workflow_run(uuid, int, text);
+drop function if exists ops.append_run_log(uuid, text, text, jsonb);
+drop function if exists ops.add_run_artifact(uuid, text, text, text, bigint, text, timestamptz, jsonb);
+drop function if exists ops.list_queued_runs();
+
+drop function if exists ops.current_user_id();
+drop function if exists ops.current_user_role(uuid);
+drop function if exists ops.is_project_member(uuid);
+drop function if exists ops.is_run_visible(uuid);
+drop function if exists ops.assign_run_number();
+drop function if exists ops.validate_run_insert();
+drop function if exists ops.validate_run_status_transition();
+drop function if exists ops.record_run_status_change();
+drop function if exists ops.refuse_run_event_update();
+
+drop view if exists ops.agent_runs_v;
+drop view if exists ops.agent_run_logs_v;
+alter table if exists ops.agent_runs rename to runs;
+alter table if exists ops.agent_run_logs rename to run_logs;
+
+drop table if exists ops.schema_migrations;
+
+-- Drop the schema only when nothing else lives in it (a restored legacy table keeps it).
+do $$
+begin
+  if to_regnamespace('ops') is not null and not exists (
+    select from pg_catalog.pg_class c where c.relnamespace = to_regnamespace('ops')
+    union all
+    select from pg_catalog.pg_proc p where p.pronamespace = to_regnamespace('ops')
+  ) then
+    drop schema ops;
+  end if;
+end $$;
