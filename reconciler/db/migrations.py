@@ -90,9 +90,7 @@ def compute_status(
         pending=tuple(m for m in migrations if m.version not in applied),
         unknown=tuple(a for v, a in sorted(applied.items()) if v not in known),
         edited=tuple(
-            a
-            for v, a in sorted(applied.items())
-            if v in known and known[v].checksum != a.checksum
+            a for v, a in sorted(applied.items()) if v in known and known[v].checksum != a.checksum
         ),
         auth=auth,
     )
@@ -141,9 +139,7 @@ def drop(conn: psycopg.Connection[tuple[object, ...]], lock_timeout_s: float) ->
 
 def _lock(conn: psycopg.Connection[tuple[object, ...]], lock_timeout_s: float) -> None:
     timeout_ms = max(1, int(lock_timeout_s * 1000))
-    conn.execute(
-        sql.SQL("set local lock_timeout = {}").format(sql.Literal(f"{timeout_ms}ms"))
-    )
+    conn.execute(sql.SQL("set local lock_timeout = {}").format(sql.Literal(f"{timeout_ms}ms")))
     conn.execute("select pg_advisory_xact_lock(%s)", (MIGRATE_LOCK_KEY,))
     conn.execute("set local lock_timeout = 0")
 
@@ -167,8 +163,11 @@ def _apply(conn: psycopg.Connection[tuple[object, ...]], migration: Migration) -
     try:
         with conn.transaction():
             conn.execute(migration.sql.encode())
-    except (psycopg.errors.RaiseException, psycopg.errors.DuplicateObject,
-            psycopg.errors.DuplicateTable) as exc:
+    except (
+        psycopg.errors.RaiseException,
+        psycopg.errors.DuplicateObject,
+        psycopg.errors.DuplicateTable,
+    ) as exc:
         detail = exc.diag.message_primary or str(exc)
         hint = f" ({exc.diag.message_hint})" if exc.diag.message_hint else ""
         raise SchemaConflict(

@@ -9,6 +9,7 @@ server.
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -33,6 +34,8 @@ def watch(server: EmbeddedPostgres) -> None:
 def main(argv: list[str]) -> int:
     state_dir, version = argv
     layout = Layout(Path(state_dir), version)
+    if os.fork() > 0:
+        os._exit(0)  # the parent returns at once; the child, reparented to init, watches
     watch(EmbeddedPostgres(layout, ServerUser.for_current_process()))
     return 0
 

@@ -5,6 +5,8 @@
 -- * ops.upgrade_advisories.advisory_key: a natural key, so a declarative tool can tell an
 --   edited advisory from a new one (defect 9).
 -- * Indexes that only repeated a unique constraint's index are left out.
+-- * run_events.created_at and run_logs.timestamp default to clock_timestamp(), not now(), so
+--   the events and lines of one transaction keep their order.
 -- gen_random_uuid() is core since PostgreSQL 13; pgcrypto is not required.
 
 create table ops.projects (
@@ -93,7 +95,7 @@ create table ops.run_events (
   event_type text not null check (event_type in ('state_change', 'error', 'warning', 'info')),
   message text not null,
   payload jsonb not null default '{}'::jsonb,
-  created_at timestamptz not null default now()
+  created_at timestamptz not null default clock_timestamp()
 );
 
 comment on table ops.run_events is 'Append-only event log for audit trail';
@@ -134,7 +136,7 @@ create table ops.run_logs (
   log_level text not null check (log_level in ('debug', 'info', 'warn', 'error')),
   message text not null,
   metadata jsonb not null default '{}'::jsonb,
-  timestamp timestamptz not null default now()
+  timestamp timestamptz not null default clock_timestamp()
 );
 
 comment on table ops.run_logs is 'Structured log lines with full-text search';
