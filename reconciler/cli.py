@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import sys
+from pathlib import Path
 import traceback
 from collections.abc import Callable
 from typing import Any, TypeVar
@@ -11,6 +13,8 @@ import click
 
 from reconciler import __version__
 from reconciler.commands import db as db_commands
+from reconciler.commands import reconcile as reconcile_commands
+from reconciler.core.plan import Safety
 from reconciler.errors import ReconcilerError
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -37,13 +41,103 @@ def echo(text: str) -> None:
     click.echo(text)
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+def state_dir_option(func: F) -> F:
+    return click.option(
+        "-C", "--dir", "state_dir", type=click.Path(exists=True, file_okay=False, path_type=Path),
+        default=Path("."), show_default=True, help="The state directory with the YAML files.",
+    )(func)
+
+
+def plan_options(func: F) -> F:
+    for option in reversed([
+        click.option("--output", "-o", type=click.Choice(["text", "json", "markdown"]),
+                     default="text", show_default=True),
+        click.option("--detailed-exitcode", is_flag=True,
+                     help="Exit 2 when there are changes, 0 when there are none."),
+        click.option("--ref", metavar="BRANCH",
+                     help="The branch being reconciled (default: git, or the CI's variables)."),
+        click.option("--adopt", is_flag=True,
+                     help="Take over rows with the same key that reconcile does not manage."),
+        click.option("--max-prune", type=click.IntRange(min=0), default=None,
+                     help="Refuse to prune more than this many resources."),
+        click.option("--allow-prune-all", is_flag=True,
+                     help="Allow a plan that prunes every managed resource."),
+        click.option("--no-cache", is_flag=True, help="Parse every file again."),
+    ]):
+        func = option(func)
+    return state_dir_option(database_options(func))
+
+
+def options_from(params: dict[str, Any]) -> reconcile_commands.Options:
+    colour = params["output"] == "text" and sys.stdout.isatty() and "NO_COLOR" not in os.environ
+    return reconcile_commands.Options(
+        state_dir=params["state_dir"],
+        database_url=params["database_url"],
+        lock_timeout_s=params["lock_timeout"],
+        output=params["output"],
+        detailed_exitcode=params["detailed_exitcode"],
+        ref=params["ref"],
+        safety=Safety(params["adopt"], params["max_prune"], params["allow_prune_all"]),
+        use_cache=not params["no_cache"],
+        colour=(lambda text, name: click.style(text, fg=name)) if colour else plain,
+    )
+
+
+def plain(text: str, _colour: str) -> str:
+    return text
+
+
+def confirmation(yes: bool) -> Callable[[str], bool] | None:
+    if yes:
+        return None
+    if not sys.stdin.isatty():
+        raise ReconcilerError("apply needs --yes when there is no terminal to confirm on")
+    return lambda question: click.confirm(question, default=False)
+
+
+@click.group(
+    context_settings={"help_option_names": ["-h", "--help"]}, invoke_without_command=True
+)
 @click.version_option(__version__, prog_name="reconcile")
 @click.option("--debug", is_flag=True, help="Show tracebacks of unexpected errors.")
+@click.option("--dry-run", is_flag=True, help="Show the plan only (the same as `reconcile plan`).")
+@click.option("--yes", "-y", is_flag=True, help="Apply without asking.")
+@plan_options
 @click.pass_context
-def cli(ctx: click.Context, debug: bool) -> None:
-    """GitOps control plane for self-hosted Odoo environments."""
+def cli(ctx: click.Context, debug: bool, dry_run: bool, yes: bool, **params: Any) -> None:
+    """GitOps control plane for self-hosted Odoo environments.
+
+    Without a command: apply the state directory to the database (`--dry-run`: show the plan).
+    """
     ctx.obj = {"debug": debug}
+    if ctx.invoked_subcommand is not None:
+        return
+    options = options_from(params)
+    if dry_run:
+        sys.exit(reconcile_commands.plan(options, echo))
+    sys.exit(reconcile_commands.apply(options, echo, confirmation(yes)))
+
+
+@cli.command("validate")
+@state_dir_option
+def validate(state_dir: Path) -> None:
+    """Check the files (schema and cross-references), without a database."""
+    sys.exit(reconcile_commands.validate(reconcile_commands.Options(state_dir=state_dir), echo))
+
+
+@cli.command("plan")
+@plan_options
+def plan(**params: Any) -> None:
+    """Show what apply would change; changes nothing (the writes are rolled back)."""
+    sys.exit(reconcile_commands.plan(options_from(params), echo))
+
+
+@cli.command("apply")
+@plan_options
+@click.option("--yes", "-y", is_flag=True, help="Apply without asking.")
+def apply(yes: bool, **params: Any) -> None:
+    """Apply the files to the database in one transaction."""
+    sys.exit(reconcile_commands.apply(options_from(params), echo, confirmation(yes)))
 
 
 @cli.group()
@@ -84,6 +178,11 @@ def main(argv: list[str] | None = None) -> int:
         cli.main(args=argv, prog_name="reconcile", standalone_mode=False)
     except SystemExit as exc:
         return exc.code if isinstance(exc.code, int) else 0
+    except reconcile_commands.InvalidFiles as exc:
+        for problem in exc.problems:
+            click.echo(str(problem), err=True)
+        click.echo(f"error: {exc}", err=True)
+        return 1
     except ReconcilerError as exc:
         click.echo(f"error: {exc}", err=True)
         return 1

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
 
 import psycopg
 from psycopg import errors as pg_errors
+from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from reconciler.errors import DatabaseUnavailable, LockTimeout, ReconcilerError
@@ -41,6 +44,19 @@ def connect(url: str, *, autocommit: bool = False) -> psycopg.Connection[tuple[o
             f"cannot connect to the database {describe(url)}: {reason(exc)} "
             "(check --database-url or DATABASE_URL)"
         ) from None
+
+
+def advisory_xact_lock(conn: psycopg.Connection[Any], key: int, timeout_s: float) -> None:
+    """Take a transaction-level advisory lock, waiting at most `timeout_s` (LockTimeout)."""
+    timeout_ms = max(1, int(timeout_s * 1000))
+    conn.execute(sql.SQL("set local lock_timeout = {}").format(sql.Literal(f"{timeout_ms}ms")))
+    conn.execute("select pg_advisory_xact_lock(%s)", (key,))
+    conn.execute("set local lock_timeout = 0")
+
+
+def lock_key(name: str) -> int:
+    """A stable advisory-lock key: the first 8 bytes of sha256(name), signed."""
+    return int.from_bytes(hashlib.sha256(name.encode()).digest()[:8], "big", signed=True)
 
 
 @contextmanager

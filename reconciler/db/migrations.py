@@ -15,15 +15,11 @@ from functools import cache
 from importlib import resources
 
 import psycopg
-from psycopg import sql
 
-from reconciler.db.connection import user_errors
+from reconciler.db.connection import advisory_xact_lock, lock_key, user_errors
 from reconciler.errors import SchemaConflict, SchemaTooNew, SchemaTooOld
 
-# pg_advisory_xact_lock key: the first 8 bytes of sha256("ops-reconciler:migrate"), signed.
-MIGRATE_LOCK_KEY = int.from_bytes(
-    hashlib.sha256(b"ops-reconciler:migrate").digest()[:8], "big", signed=True
-)
+MIGRATE_LOCK_KEY = lock_key("ops-reconciler:migrate")
 _FILE_NAME = re.compile(r"^(\d{4})_([a-z0-9_]+)\.sql$")
 COMPAT_AUTH_MARK = "ops-reconciler:"
 
@@ -138,10 +134,7 @@ def drop(conn: psycopg.Connection[tuple[object, ...]], lock_timeout_s: float) ->
 
 
 def _lock(conn: psycopg.Connection[tuple[object, ...]], lock_timeout_s: float) -> None:
-    timeout_ms = max(1, int(lock_timeout_s * 1000))
-    conn.execute(sql.SQL("set local lock_timeout = {}").format(sql.Literal(f"{timeout_ms}ms")))
-    conn.execute("select pg_advisory_xact_lock(%s)", (MIGRATE_LOCK_KEY,))
-    conn.execute("set local lock_timeout = 0")
+    advisory_xact_lock(conn, MIGRATE_LOCK_KEY, lock_timeout_s)
 
 
 def _ensure_bookkeeping(conn: psycopg.Connection[tuple[object, ...]]) -> None:

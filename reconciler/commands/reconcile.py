@@ -1,0 +1,178 @@
+"""`reconcile validate | plan | apply`: the pipeline from files to database, composed here.
+
+files -> check -> desired state; database -> actual state; diff -> plan -> (write) -> render.
+Plan and apply share the pipeline: a plan executes the writes and rolls them back (so the
+database's own checks speak at plan time), an apply commits them.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from reconciler import files, gitrepo
+from reconciler.core import render
+from reconciler.core.desired import DesiredState, Resource, assemble
+from reconciler.core.plan import (
+    GitContext,
+    Plan,
+    Safety,
+    collect,
+    diff,
+    plan_runs,
+    refusal,
+    resolve_members,
+)
+from reconciler.core.problems import Problem
+from reconciler.db import migrations, state
+from reconciler.db.connection import advisory_xact_lock, connect, lock_key, user_errors
+from reconciler.db.target import open_target
+from reconciler.db.writer import DatabaseRefused, Writer
+from reconciler.errors import ReconcilerError
+
+APPLY_LOCK_KEY = lock_key("ops-reconciler:apply")
+Echo = Callable[[str], None]
+
+
+class InvalidFiles(ReconcilerError):
+    """The files have problems; nothing was written."""
+
+    def __init__(self, problems: list[Problem]) -> None:
+        super().__init__(f"{len(problems)} problem(s) in the files; nothing was written")
+        self.problems = problems
+
+
+class PlanChanged(ReconcilerError):
+    """The database or the files changed between the plan shown and the apply."""
+
+
+@dataclass(frozen=True)
+class Options:
+    state_dir: Path
+    database_url: str | None = None
+    lock_timeout_s: float = 30.0
+    output: str = "text"
+    detailed_exitcode: bool = False
+    ref: str | None = None
+    safety: Safety = field(default_factory=Safety)
+    use_cache: bool = True
+    colour: Callable[[str, str], str] = render.plain
+
+
+def validate(options: Options, out: Echo) -> int:
+    """Schema and cross-reference checks of the files alone."""
+    loaded = _load(options)
+    _, problems = assemble(_resources(loaded), known_projects=set())
+    found = collect(loaded.problems, problems)
+    if found:
+        raise InvalidFiles(found)
+    count = sum(len(r.resources) for r in loaded.results.values())
+    out(f"{len(loaded.results)} file(s), {count} resource(s): valid")
+    return 0
+
+
+def plan(options: Options, out: Echo) -> int:
+    result = reconcile(options, commit=False)
+    return _show(result, options, out)
+
+
+def apply(options: Options, out: Echo, confirm: Callable[[str], bool] | None) -> int:
+    """Apply; `confirm` (None without a terminal and --yes) sees the plan before it is written."""
+    expected = None
+    if confirm is not None:
+        shown = reconcile(options, commit=False)
+        _show(shown, options, out)
+        if not shown.changes_present or not confirm("Apply this plan?"):
+            return 0
+        expected = render.as_dict(shown)
+    result = reconcile(options, commit=True, expected=expected)
+    if confirm is None:
+        _show(result, options, out)
+    else:
+        out(f"Applied. {render.summary_line(result)}")
+    return 0
+
+
+def _show(result: Plan, options: Options, out: Echo) -> int:
+    if options.output == "json":
+        out(render.to_json(result))
+    elif options.output == "markdown":
+        out(render.to_markdown(result))
+    else:
+        out(render.to_text(result, options.colour))
+    return 2 if options.detailed_exitcode and result.changes_present else 0
+
+
+def reconcile(options: Options, *, commit: bool, expected: dict[str, Any] | None = None) -> Plan:
+    loaded = _load(options)
+    git = gitrepo.context(options.state_dir, options.ref)
+    with open_target(options.database_url, lock_timeout_s=options.lock_timeout_s) as target, \
+            connect(target.conninfo) as conn, user_errors("reconcile"):
+        status = migrations.read_status(conn)
+        migrations.require_current(status)
+        with conn.transaction(force_rollback=not commit):
+            advisory_xact_lock(conn, APPLY_LOCK_KEY, options.lock_timeout_s)
+            actual = state.read(conn)
+            desired = _desired(loaded, actual, create_users=status.auth == "compatible")
+            result = _plan(conn, desired, actual, git)
+            _check(result, actual, options, expected, commit)
+            writer = Writer(conn, desired, actual)
+            try:
+                writer.write(result)
+            except DatabaseRefused as refused:
+                raise InvalidFiles([refused.problem]) from None
+            if commit and result.changes_present:
+                writer.record(result, render.as_dict(result))
+    return result
+
+
+def _load(options: Options) -> files.LoadedFiles:
+    return files.load(options.state_dir, cache_dir() if options.use_cache else None)
+
+
+def _resources(loaded: files.LoadedFiles) -> list[Resource]:
+    return [r for result in loaded.results.values() for r in result.resources]
+
+
+def _desired(loaded: files.LoadedFiles, actual: state.ActualState, *,
+             create_users: bool) -> DesiredState:
+    known = {identity[0] for kind, identity in actual.rows if kind == "project"}
+    desired, problems = assemble(_resources(loaded), known)
+    desired, new_users, unknown = resolve_members(desired, actual.users,
+                                                  create_missing=create_users)
+    found = collect(loaded.problems, problems, unknown)
+    if found:
+        raise InvalidFiles(found)
+    return desired
+
+
+def _plan(conn: state.Conn, desired: DesiredState, actual: state.ActualState,
+          git: GitContext) -> Plan:
+    changes = diff(desired, actual.rows)
+    new_users = sorted({c.identity[1][4:] for c in changes
+                        if c.kind == "membership" and c.identity[1].startswith("new:")})
+    candidates = plan_runs(desired, git, set())
+    keys = [r.idempotency_key for r in candidates if r.idempotency_key]
+    runs = plan_runs(desired, git, state.existing_run_keys(conn, keys))
+    return Plan(tuple(changes), tuple(runs), git.commit, git.ref, tuple(new_users))
+
+
+def _check(result: Plan, actual: state.ActualState, options: Options,
+           expected: dict[str, Any] | None, commit: bool) -> None:
+    if expected is not None and render.as_dict(result) != expected:
+        raise PlanChanged("the database or the files changed since the plan was shown; "
+                          "nothing was written: run reconcile again to see the new plan")
+    if commit:
+        managed = sum(1 for row in actual.rows.values() if row.managed)
+        if reason := refusal(result, managed, options.safety):
+            raise ReconcilerError(f"{reason}; nothing was written")
+
+
+def cache_dir() -> Path:
+    if explicit := os.environ.get("RECONCILE_CACHE_DIR"):
+        return Path(explicit)
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "ops-reconciler"

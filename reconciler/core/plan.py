@@ -1,0 +1,238 @@
+"""Desired state + actual rows -> the plan: changes per resource and the runs to enqueue."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from reconciler.core import problems as codes
+from reconciler.core.desired import KIND_ORDER, DesiredState, Identity, Resource
+from reconciler.core.problems import Problem
+
+ACTIONS = ("create", "update", "delete", "archive", "disable", "adopt")
+FORMAT_VERSION = "1"
+
+
+@dataclass(frozen=True)
+class Row:
+    """A row of the database in the shape of a Resource, with its id and ownership."""
+
+    kind: str
+    identity: Identity
+    id: Any
+    fields: dict[str, Any]
+    managed: bool
+    label: str
+
+
+@dataclass(frozen=True)
+class Change:
+    kind: str
+    key: str
+    action: str
+    paths: tuple[str, ...]
+    before: dict[str, Any] | None
+    after: dict[str, Any] | None
+    identity: Identity
+    row_id: Any = None
+
+
+@dataclass(frozen=True)
+class GitContext:
+    commit: str | None
+    ref: str | None
+    clean: bool
+    reason: str | None = None  # why no run can be enqueued, when that is so
+
+
+@dataclass(frozen=True)
+class RunRequest:
+    project: str
+    workflow: str
+    identity: Identity
+    idempotency_key: str | None
+    action: str  # enqueue | exists | skip
+    reason: str | None = None
+
+
+@dataclass(frozen=True)
+class Plan:
+    changes: tuple[Change, ...]
+    runs: tuple[RunRequest, ...]
+    commit: str | None
+    ref: str | None
+    new_users: tuple[str, ...] = ()
+
+    @property
+    def changes_present(self) -> bool:
+        return bool(self.changes or self.new_users or self.enqueued)
+
+    @property
+    def enqueued(self) -> tuple[RunRequest, ...]:
+        return tuple(r for r in self.runs if r.action == "enqueue")
+
+    def summary(self) -> dict[str, int]:
+        counts = dict.fromkeys(ACTIONS, 0)
+        for change in self.changes:
+            counts[change.action] += 1
+        counts["runs"] = len(self.enqueued)
+        return counts
+
+    def pruned(self) -> list[Change]:
+        return [c for c in self.changes if c.action in ("delete", "archive", "disable")]
+
+
+def diff(desired: DesiredState, actual: dict[tuple[str, Identity], Row]) -> list[Change]:
+    """What to do per resource, in kind order then key order. Pure and deterministic."""
+    changes = [c for r in desired.resources.values() if (c := _against(r, actual.get(_slot(r))))]
+    changes += [c for slot, row in actual.items()
+                if row.managed and slot not in desired.resources and (c := _prune(row))]
+    return sorted(changes, key=lambda c: (KIND_ORDER.index(c.kind), c.key))
+
+
+def _slot(resource: Resource) -> tuple[str, Identity]:
+    return resource.kind, resource.identity
+
+
+def _against(want: Resource, row: Row | None) -> Change | None:
+    if row is None:
+        return Change(want.kind, want.key, "create", (), None, want.fields, want.identity)
+    paths = tuple(changed_paths(row.fields, want.fields))
+    if not row.managed:
+        return Change(want.kind, want.key, "adopt", paths, row.fields, want.fields,
+                      want.identity, row.id)
+    if paths:
+        return Change(want.kind, want.key, "update", paths, row.fields, want.fields,
+                      want.identity, row.id)
+    return None
+
+
+def _prune(row: Row) -> Change | None:
+    """Removal keeps history: a project is archived, a workflow disabled, the rest deleted."""
+    if row.kind == "project":
+        if row.fields["status"] == "archived":
+            return None
+        after = {**row.fields, "status": "archived"}
+        return Change(row.kind, row.label, "archive", ("status",), row.fields, after,
+                      row.identity, row.id)
+    if row.kind == "workflow":
+        if not row.fields["enabled"]:
+            return None
+        after = {**row.fields, "enabled": False}
+        return Change(row.kind, row.label, "disable", ("enabled",), row.fields, after,
+                      row.identity, row.id)
+    return Change(row.kind, row.label, "delete", (), row.fields, None, row.identity, row.id)
+
+
+def changed_paths(before: Any, after: Any, prefix: str = "") -> list[str]:
+    """Dotted paths where two values differ, descending into nested mappings."""
+    if isinstance(before, dict) and isinstance(after, dict):
+        paths: list[str] = []
+        for key in sorted(set(before) | set(after), key=str):
+            path = f"{prefix}.{key}" if prefix else str(key)
+            if key not in before or key not in after:
+                paths.append(path)
+            else:
+                paths += changed_paths(before[key], after[key], path)
+        return paths
+    if before != after or type(before) is not type(after):
+        return [prefix]
+    return []
+
+
+def plan_runs(
+    desired: DesiredState, git: GitContext, existing_keys: set[str]
+) -> list[RunRequest]:
+    """One run per commit for each enabled `on: [push]` workflow whose git_ref is the ref."""
+    runs = []
+    for workflow in desired.of_kind("workflow"):
+        fields = workflow.fields
+        if "push" not in fields["triggers"] or not fields["enabled"]:
+            continue
+        if fields["git_ref"] is not None and fields["git_ref"] != git.ref:
+            continue
+        runs.append(_run(workflow, git, existing_keys))
+    return runs
+
+
+def idempotency_key(commit: str, workflow_key: str) -> str:
+    """Derived from the commit and the workflow's identity: re-applying never enqueues twice."""
+    return f"push:{commit}:{workflow_key}"
+
+
+def _run(workflow: Resource, git: GitContext, existing_keys: set[str]) -> RunRequest:
+    project = workflow.fields["project"]
+    if git.commit is None or not git.clean:
+        return RunRequest(project, workflow.key, workflow.identity, None, "skip",
+                          git.reason or "no commit")
+    key = idempotency_key(git.commit, workflow.key)
+    action = "exists" if key in existing_keys else "enqueue"
+    return RunRequest(project, workflow.key, workflow.identity, key, action)
+
+
+def resolve_members(
+    desired: DesiredState, users: dict[str, str], *, create_missing: bool
+) -> tuple[DesiredState, list[str], list[Problem]]:
+    """Memberships name users by e-mail or uuid; turn those into user ids.
+
+    Unknown users are problems, unless `create_missing` (the compatible auth schema of a plain
+    PostgreSQL), where unknown e-mails become users to create.
+    """
+    resolved: dict[tuple[str, Identity], Resource] = {}
+    new_users: list[str] = []
+    found: list[Problem] = []
+    for slot, resource in desired.resources.items():
+        if resource.kind != "membership":
+            resolved[slot] = resource
+            continue
+        written = resource.fields["user"]
+        user_id = users.get(written)
+        if user_id is None and create_missing and "@" in written:
+            new_users.append(written)
+            user_id = f"new:{written}"
+        if user_id is None:
+            found.append(Problem(resource.refs["user"], codes.UNKNOWN_USER,
+                                 f"membership {resource.key}: no user {written!r} in auth.users"))
+            continue
+        identity = (resource.identity[0], user_id)
+        fields = {**resource.fields, "user": user_id}
+        resolved[("membership", identity)] = dataclasses.replace(
+            resource, identity=identity, fields=fields
+        )
+    return DesiredState(resolved), sorted(set(new_users)), found
+
+
+def collect(*groups: Iterable[Problem]) -> list[Problem]:
+    return sorted(p for group in groups for p in group)
+
+
+@dataclass(frozen=True)
+class Safety:
+    """What an apply may do without being asked twice."""
+
+    adopt: bool = False
+    max_prune: int | None = None
+    allow_prune_all: bool = False
+
+
+def refusal(plan: Plan, managed_total: int, safety: Safety) -> str | None:
+    """Why an apply must not go ahead, or None. Pure."""
+    adopted = [c.key for c in plan.changes if c.action == "adopt"]
+    if adopted and not safety.adopt:
+        shown = ", ".join(f"{c.kind} {c.key}" for c in plan.changes if c.action == "adopt")
+        return (f"{len(adopted)} resource(s) exist in the database but are not managed by "
+                f"reconcile: {_clip(shown)}; rerun with --adopt to take them over")
+    pruned = plan.pruned()
+    if pruned and len(pruned) >= managed_total and not safety.allow_prune_all:
+        return (f"the plan would prune every managed resource ({len(pruned)}); if the files "
+                "really are meant to be empty, rerun with --allow-prune-all")
+    if safety.max_prune is not None and len(pruned) > safety.max_prune:
+        return (f"the plan would prune {len(pruned)} resources, more than --max-prune "
+                f"{safety.max_prune}; raise the limit to go ahead")
+    return None
+
+
+def _clip(text: str, limit: int = 300) -> str:
+    return text if len(text) <= limit else text[: limit - 3] + "..."

@@ -1,0 +1,155 @@
+"""A plan as text (terraform-like), JSON (the documented contract) or Markdown (a PR comment)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from typing import Any
+
+from reconciler.core.plan import Change, Plan, RunRequest
+
+MARKDOWN_LIMIT = 65_535  # GitHub's limit for one comment
+_SYMBOLS = {"create": "+", "update": "~", "delete": "-", "archive": "-", "disable": "-",
+            "adopt": "~"}
+_COLOURS = {"+": "green", "~": "yellow", "-": "red"}
+
+Style = Callable[[str, str], str]
+
+
+def plain(text: str, _colour: str) -> str:
+    return text
+
+
+def to_json(plan: Plan) -> str:
+    return json.dumps(as_dict(plan), indent=2, sort_keys=False, default=str)
+
+
+def as_dict(plan: Plan) -> dict[str, Any]:
+    return {
+        "format_version": "1",
+        "changes_present": plan.changes_present,
+        "commit": plan.commit,
+        "ref": plan.ref,
+        "summary": plan.summary(),
+        "changes": [
+            {"kind": c.kind, "key": c.key, "action": c.action, "fields": list(c.paths),
+             "before": c.before, "after": c.after}
+            for c in plan.changes
+        ],
+        "runs": [_run_dict(r) for r in plan.runs],
+        "users": [{"email": email, "action": "create"} for email in plan.new_users],
+    }
+
+
+def _run_dict(run: RunRequest) -> dict[str, Any]:
+    entry = {"project": run.project, "workflow": run.workflow,
+             "idempotency_key": run.idempotency_key, "action": run.action}
+    if run.reason:
+        entry["reason"] = run.reason
+    return entry
+
+
+def to_text(plan: Plan, style: Style = plain) -> str:
+    lines: list[str] = []
+    for email in plan.new_users:
+        lines.append(style(f"  + user {email}", "green"))
+    for change in plan.changes:
+        lines += _change_lines(change, style)
+    runs = [r for r in plan.runs if r.action != "exists"]
+    if runs:
+        lines.append("")
+        lines.append("Runs:")
+        lines += [_run_line(r, style) for r in runs]
+    lines.append("")
+    lines.append(summary_line(plan))
+    return "\n".join(lines)
+
+
+def summary_line(plan: Plan) -> str:
+    if not plan.changes_present:
+        return "No changes. The database matches the files."
+    counts = plan.summary()
+    parts = [f"{counts[a]} to {a}" for a in ("create", "update", "adopt", "archive", "disable",
+                                             "delete") if counts[a]]
+    if plan.new_users:
+        parts.append(f"{len(plan.new_users)} user(s) to create")
+    parts.append(f"{counts['runs']} run(s) to enqueue")
+    return "Plan: " + ", ".join(parts) + "."
+
+
+def _change_lines(change: Change, style: Style) -> list[str]:
+    symbol = _SYMBOLS[change.action]
+    head = f"  {symbol} {change.kind} {change.key}"
+    if change.action not in ("create", "update"):
+        head += f" ({change.action})"
+    lines = [style(head, _COLOURS[symbol])]
+    for path in change.paths:
+        lines.append(f"      {path}: {_show(_get(change.before, path))} -> "
+                     f"{_show(_get(change.after, path))}")
+    return lines
+
+
+def _run_line(run: RunRequest, style: Style) -> str:
+    if run.action == "skip":
+        return f"  . {run.workflow}: not enqueued ({run.reason})"
+    return style(f"  + run {run.workflow} ({run.idempotency_key})", "green")
+
+
+def _get(fields: dict[str, Any] | None, path: str) -> Any:
+    value: Any = fields
+    for part in path.split("."):
+        if not isinstance(value, dict) or part not in value:
+            return _ABSENT
+        value = value[part]
+    return value
+
+
+class _Absent:
+    def __repr__(self) -> str:
+        return "(none)"
+
+
+_ABSENT = _Absent()
+
+
+def _show(value: Any) -> str:
+    if value is _ABSENT:
+        return "(none)"
+    text = json.dumps(value, default=str, ensure_ascii=False)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def to_markdown(plan: Plan, limit: int = MARKDOWN_LIMIT) -> str:
+    """A pull-request comment; when the details would not fit, the rest is summarised."""
+    counts = plan.summary()
+    head = ["### reconcile plan", ""]
+    if plan.commit:
+        head.append(f"Commit `{plan.commit[:12]}` on `{plan.ref or 'detached'}`.")
+        head.append("")
+    head.append(summary_line(plan))
+    if plan.changes_present:
+        head += ["", "| create | update | adopt | archive | disable | delete | runs |",
+                 "|---|---|---|---|---|---|---|",
+                 "| " + " | ".join(str(counts[k]) for k in ("create", "update", "adopt",
+                                    "archive", "disable", "delete", "runs")) + " |"]
+    body = [line for change in plan.changes for line in _change_lines(change, plain)]
+    body += [_run_line(r, plain) for r in plan.runs if r.action != "exists"]
+    return _fit(head, body, limit)
+
+
+def _fit(head: list[str], body: list[str], limit: int) -> str:
+    opening, closing = ["", "<details><summary>Details</summary>", "", "```diff"], ["```",
+                                                                                    "</details>"]
+    text = "\n".join(head)
+    if not body:
+        return text
+    budget = limit - len(text) - 400  # room for the wrapper and the "more" line
+    kept, used = [], 0
+    for line in body:
+        if used + len(line) + 1 > budget:
+            break
+        kept.append(line)
+        used += len(line) + 1
+    more = len(body) - len(kept)
+    tail = [f"", f"... and {more} more line(s), not shown: run `reconcile plan` for all."] if more else []
+    return "\n".join([*head, *opening, *kept, *closing, *tail])

@@ -1,0 +1,137 @@
+"""Validation of documents against the JSON Schemas in `schemas/` (the single source of rules)."""
+
+from __future__ import annotations
+
+import json
+import re
+from functools import cache
+from importlib import resources
+from typing import Any
+
+from jsonschema import Draft202012Validator
+from jsonschema.exceptions import ValidationError
+from referencing import Registry, Resource
+
+from reconciler.core import problems as codes
+from reconciler.core.problems import Problem
+from reconciler.core.yamldoc import Document
+
+KINDS = {
+    "Project": "project",
+    "Workflow": "workflow",
+    "Membership": "membership",
+    "Tool": "tool",
+    "UpgradeAdvisory": "upgrade_advisory",
+}
+API_VERSION = "ops/v1"
+_CODES = {
+    "required": codes.MISSING_FIELD,
+    "type": codes.WRONG_TYPE,
+    "enum": codes.NOT_ALLOWED,
+    "const": codes.NOT_ALLOWED,
+    "pattern": codes.BAD_FORMAT,
+    "additionalProperties": codes.UNKNOWN_FIELD,
+    "unevaluatedProperties": codes.UNKNOWN_FIELD,
+}
+_UNEXPECTED = re.compile(r"\((.*) (?:was|were) unexpected\)")
+_QUOTED = re.compile(r"'((?:[^'\\]|\\.)*)'")
+_JSON_TYPES = {str: "string", bool: "boolean", int: "integer", float: "number", list: "array",
+               dict: "object", type(None): "null"}
+
+
+@cache
+def validators() -> dict[str, Draft202012Validator]:
+    """One validator per kind, with every schema file registered for the cross-file $refs."""
+    folder = resources.files("reconciler.schemas")
+    schemas = {
+        name: json.loads(folder.joinpath(f"{name}.json").read_text(encoding="utf-8"))
+        for name in KINDS.values()
+    }
+    registry: Registry[Any] = Registry().with_resources(
+        (schema["$id"], Resource.from_contents(schema)) for schema in schemas.values()
+    )
+    return {
+        kind: Draft202012Validator(schemas[name], registry=registry)
+        for kind, name in KINDS.items()
+    }
+
+
+def check(document: Document) -> list[Problem]:
+    """Every problem of one document: its header, then its schema."""
+    value = document.value
+    if not isinstance(value, dict):
+        return [Problem(document.at(()), codes.NOT_A_MAPPING,
+                        f"a document must be a mapping with apiVersion and kind, "
+                        f"not {_type_name(value)}")]
+    header = _check_header(document)
+    if header:
+        return header
+    validator = validators()[value["kind"]]
+    return sorted(_problem(document, error) for error in validator.iter_errors(value))
+
+
+def _check_header(document: Document) -> list[Problem]:
+    value = document.value
+    if value.get("apiVersion") != API_VERSION:
+        where = document.at(("apiVersion",)) if "apiVersion" in value else document.at(())
+        got = f"got {value['apiVersion']!r}" if "apiVersion" in value else "it is missing"
+        return [Problem(where, codes.BAD_HEADER, f"apiVersion must be {API_VERSION!r}; {got}")]
+    kind = value.get("kind")
+    if kind not in KINDS:
+        where = document.at(("kind",)) if "kind" in value else document.at(())
+        if kind is None:
+            return [Problem(where, codes.BAD_HEADER, "kind is missing; one of " + _kinds())]
+        return [Problem(where, codes.UNKNOWN_KIND, f"unknown kind {kind!r}; one of {_kinds()}")]
+    return []
+
+
+def _problem(document: Document, error: ValidationError) -> Problem:
+    path = tuple(error.absolute_path)
+    code = _CODES.get(str(error.validator), codes.INVALID_VALUE)
+    if code == codes.UNKNOWN_FIELD:
+        return _unknown_fields(document, path, error)
+    if code == codes.MISSING_FIELD:
+        return Problem(document.at(path), code, _at(path, error.message))
+    where = document.at(path)
+    return Problem(where, code, _at(path, _message(error)))
+
+
+def _unknown_fields(document: Document, path: tuple[Any, ...], error: ValidationError) -> Problem:
+    match = _UNEXPECTED.search(error.message)
+    unknown = sorted(_QUOTED.findall(match[1])) if match else []
+    where = document.key_at((*path, unknown[0])) if unknown else document.at(path)
+    names = ", ".join(repr(k) for k in unknown)
+    return Problem(where, codes.UNKNOWN_FIELD, _at(path, f"unknown field {names}"))
+
+
+def _message(error: ValidationError) -> str:
+    if error.validator == "type":
+        expected = error.validator_value
+        hint = ""
+        if expected == "string" and isinstance(error.instance, int | float):
+            hint = f' (quote it: "{error.instance}")'
+        return f"expected {_expected(expected)}, got {_type_name(error.instance)}{hint}"
+    if error.validator in ("enum", "const"):
+        options = error.validator_value if error.validator == "enum" else [error.validator_value]
+        return f"{error.instance!r} is not one of {', '.join(repr(o) for o in options)}"
+    if error.validator == "pattern":
+        return f"{error.instance!r} does not match {error.validator_value}"
+    return error.message
+
+
+def _at(path: tuple[Any, ...], message: str) -> str:
+    if not path:
+        return message
+    return f"{'.'.join(str(p) for p in path)}: {message}"
+
+
+def _expected(expected: Any) -> str:
+    return " or ".join(expected) if isinstance(expected, list) else str(expected)
+
+
+def _type_name(value: Any) -> str:
+    return _JSON_TYPES.get(type(value), type(value).__name__)
+
+
+def _kinds() -> str:
+    return ", ".join(KINDS)
