@@ -118,7 +118,7 @@ def reconcile(options: Options, *, commit: bool, expected: dict[str, Any] | None
             actual = state.read(conn)
             desired = _desired(loaded, actual, create_users=status.auth == "compatible")
             result = _plan(conn, desired, actual, git)
-            _check(result, actual, options, expected, commit)
+            _check(result, desired, actual, options, expected, commit)
             writer = Writer(conn, desired, actual)
             try:
                 writer.write(result)
@@ -160,14 +160,15 @@ def _plan(conn: state.Conn, desired: DesiredState, actual: state.ActualState,
     return Plan(tuple(changes), tuple(runs), git.commit, git.ref, tuple(new_users))
 
 
-def _check(result: Plan, actual: state.ActualState, options: Options,
+def _check(result: Plan, desired: DesiredState, actual: state.ActualState, options: Options,
            expected: dict[str, Any] | None, commit: bool) -> None:
     if expected is not None and render.as_dict(result) != expected:
         raise PlanChanged("the database or the files changed since the plan was shown; "
                           "nothing was written: run reconcile again to see the new plan")
     if commit:
-        managed = sum(1 for row in actual.rows.values() if row.managed)
-        if reason := refusal(result, managed, options.safety):
+        kept = sum(1 for slot, row in actual.rows.items()
+                   if row.managed and slot in desired.resources)
+        if reason := refusal(result, kept, options.safety):
             raise ReconcilerError(f"{reason}; nothing was written")
 
 

@@ -217,15 +217,19 @@ class Safety:
     allow_prune_all: bool = False
 
 
-def refusal(plan: Plan, managed_total: int, safety: Safety) -> str | None:
-    """Why an apply must not go ahead, or None. Pure."""
+def refusal(plan: Plan, managed_kept: int, safety: Safety) -> str | None:
+    """Why an apply must not go ahead, or None. Pure.
+
+    `managed_kept`: how many managed rows the files still ask for; none left while something
+    is pruned means the plan prunes everything reconcile manages.
+    """
     adopted = [c.key for c in plan.changes if c.action == "adopt"]
     if adopted and not safety.adopt:
         shown = ", ".join(f"{c.kind} {c.key}" for c in plan.changes if c.action == "adopt")
         return (f"{len(adopted)} resource(s) exist in the database but are not managed by "
                 f"reconcile: {_clip(shown)}; rerun with --adopt to take them over")
     pruned = plan.pruned()
-    if pruned and len(pruned) >= managed_total and not safety.allow_prune_all:
+    if pruned and managed_kept == 0 and not safety.allow_prune_all:
         return (f"the plan would prune every managed resource ({len(pruned)}); if the files "
                 "really are meant to be empty, rerun with --allow-prune-all")
     if safety.max_prune is not None and len(pruned) > safety.max_prune:

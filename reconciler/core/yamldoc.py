@@ -48,8 +48,8 @@ def parse(file: str, text: str) -> tuple[list[Document], list[Problem]]:
         return [], [Problem(Source(file), YAML_SYNTAX, f"invalid YAML: {exc}")]
     documents, problems = [], []
     for node in nodes:
-        if node is None:
-            continue
+        if node is None or (isinstance(node, yaml.ScalarNode) and node.value == ""):
+            continue  # an empty document (a stray `---`) holds nothing
         builder = _Builder(file)
         value = builder.build(node, ())
         documents.append(Document(file, value, builder.positions, builder.key_positions))

@@ -3,6 +3,7 @@
 -- The auth schema is left alone: on Supabase it is not ours, and on plain PostgreSQL its users
 -- may be referenced by other things.
 
+drop table if exists ops.reconcile_applies cascade;
 drop table if exists ops.project_memberships cascade;
 drop table if exists ops.upgrade_advisories cascade;
 drop table if exists ops.tools cascade;
