@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import os
 import sys
-from pathlib import Path
 import traceback
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, TypeVar
 
 import click
@@ -43,27 +43,55 @@ def echo(text: str) -> None:
 
 def state_dir_option(func: F) -> F:
     return click.option(
-        "-C", "--dir", "state_dir", type=click.Path(exists=True, file_okay=False, path_type=Path),
-        default=Path("."), show_default=True, help="The state directory with the YAML files.",
+        "-C",
+        "--dir",
+        "state_dir",
+        type=click.Path(exists=True, file_okay=False, path_type=Path),
+        default=Path("."),
+        show_default=True,
+        help="The state directory with the YAML files.",
     )(func)
 
 
 def plan_options(func: F) -> F:
-    for option in reversed([
-        click.option("--output", "-o", type=click.Choice(["text", "json", "markdown"]),
-                     default="text", show_default=True),
-        click.option("--detailed-exitcode", is_flag=True,
-                     help="Exit 2 when there are changes, 0 when there are none."),
-        click.option("--ref", metavar="BRANCH",
-                     help="The branch being reconciled (default: git, or the CI's variables)."),
-        click.option("--adopt", is_flag=True,
-                     help="Take over rows with the same key that reconcile does not manage."),
-        click.option("--max-prune", type=click.IntRange(min=0), default=None,
-                     help="Refuse to prune more than this many resources."),
-        click.option("--allow-prune-all", is_flag=True,
-                     help="Allow a plan that prunes every managed resource."),
-        click.option("--no-cache", is_flag=True, help="Parse every file again."),
-    ]):
+    for option in reversed(
+        [
+            click.option(
+                "--output",
+                "-o",
+                type=click.Choice(["text", "json", "markdown"]),
+                default="text",
+                show_default=True,
+            ),
+            click.option(
+                "--detailed-exitcode",
+                is_flag=True,
+                help="Exit 2 when there are changes, 0 when there are none.",
+            ),
+            click.option(
+                "--ref",
+                metavar="BRANCH",
+                help="The branch being reconciled (default: git, or the CI's variables).",
+            ),
+            click.option(
+                "--adopt",
+                is_flag=True,
+                help="Take over rows with the same key that reconcile does not manage.",
+            ),
+            click.option(
+                "--max-prune",
+                type=click.IntRange(min=0),
+                default=None,
+                help="Refuse to prune more than this many resources.",
+            ),
+            click.option(
+                "--allow-prune-all",
+                is_flag=True,
+                help="Allow a plan that prunes every managed resource.",
+            ),
+            click.option("--no-cache", is_flag=True, help="Parse every file again."),
+        ]
+    ):
         func = option(func)
     return state_dir_option(database_options(func))
 
@@ -95,16 +123,14 @@ def confirmation(yes: bool) -> Callable[[str], bool] | None:
     return lambda question: click.confirm(question, default=False)
 
 
-@click.group(
-    context_settings={"help_option_names": ["-h", "--help"]}, invoke_without_command=True
-)
+@click.group(context_settings={"help_option_names": ["-h", "--help"]}, invoke_without_command=True)
 @click.version_option(__version__, prog_name="reconcile")
 @click.option("--debug", is_flag=True, help="Show tracebacks of unexpected errors.")
 @click.option("--dry-run", is_flag=True, help="Show the plan only (the same as `reconcile plan`).")
 @click.option("--yes", "-y", is_flag=True, help="Apply without asking.")
 @plan_options
 @click.pass_context
-def cli(ctx: click.Context, debug: bool, dry_run: bool, yes: bool, **params: Any) -> None:
+def cli(ctx: click.Context, /, debug: bool, dry_run: bool, yes: bool, **params: Any) -> None:
     """GitOps control plane for self-hosted Odoo environments.
 
     Without a command: apply the state directory to the database (`--dry-run`: show the plan).
@@ -171,7 +197,7 @@ def db_drop(database_url: str | None, lock_timeout: float, yes: bool) -> None:
     sys.exit(db_commands.drop(database_url, lock_timeout, yes, echo))
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None) -> int:  # noqa: PLR0911  (one exit per error kind)
     """Entry point: exit 0 ok, 1 user-fixable error (one line on stderr), 2 only for changes."""
     debug = "--debug" in (argv if argv is not None else sys.argv[1:])
     try:

@@ -95,7 +95,7 @@ class _Cache:
                 version, entries = pickle.load(handle)  # noqa: S301  (our own file, per user)
         except (OSError, pickle.PickleError, EOFError, ValueError, AttributeError, ImportError):
             return {}
-        return entries if version == _version() else {}  # type: ignore[no-any-return]
+        return entries if version == _version() else {}
 
     def get(self, relative: str, key: CacheKey) -> FileResult | None:
         self.seen.add(relative)

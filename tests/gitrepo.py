@@ -9,10 +9,14 @@ from pathlib import Path
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples" / "projects"
 _ENV = {
-    "GIT_AUTHOR_NAME": "Test Author", "GIT_AUTHOR_EMAIL": "author@example.com",
-    "GIT_COMMITTER_NAME": "Test Author", "GIT_COMMITTER_EMAIL": "author@example.com",
-    "GIT_AUTHOR_DATE": "2026-01-01T00:00:00Z", "GIT_COMMITTER_DATE": "2026-01-01T00:00:00Z",
-    "GIT_CONFIG_GLOBAL": os.devnull, "GIT_CONFIG_NOSYSTEM": "1",
+    "GIT_AUTHOR_NAME": "Test Author",
+    "GIT_AUTHOR_EMAIL": "author@example.com",
+    "GIT_COMMITTER_NAME": "Test Author",
+    "GIT_COMMITTER_EMAIL": "author@example.com",
+    "GIT_AUTHOR_DATE": "2026-01-01T00:00:00Z",
+    "GIT_COMMITTER_DATE": "2026-01-01T00:00:00Z",
+    "GIT_CONFIG_GLOBAL": os.devnull,
+    "GIT_CONFIG_NOSYSTEM": "1",
 }
 
 
@@ -23,8 +27,14 @@ class Repo:
         self.git("init", "-q", "-b", branch)
 
     def git(self, *args: str) -> str:
-        done = subprocess.run(["git", *args], cwd=self.root, env={**os.environ, **_ENV},
-                              capture_output=True, text=True, check=True)
+        done = subprocess.run(
+            ["git", *args],
+            cwd=self.root,
+            env={**os.environ, **_ENV},
+            capture_output=True,
+            text=True,
+            check=True,
+        )
         return done.stdout.strip()
 
     def write(self, relative: str, text: str) -> None:

@@ -64,29 +64,48 @@ def test_several_documents_and_empty_ones() -> None:
     ("text", "expected"),
     [
         ("a: [1\n", "f.yaml:2:1: E100 invalid YAML: did not find expected ',' or ']'"),
-        ('apiVersion: ops/v1\nkind: Tool\nname: a\nname: b\nversion: "1"\ndocker_image: i\n',
-         "f.yaml:4:1: E101 duplicate key 'name' (first at line 3)"),
-        ("- 1\n", "f.yaml:1:1: E102 a document must be a mapping with apiVersion and kind, "
-                  "not array"),
+        (
+            'apiVersion: ops/v1\nkind: Tool\nname: a\nname: b\nversion: "1"\ndocker_image: i\n',
+            "f.yaml:4:1: E101 duplicate key 'name' (first at line 3)",
+        ),
+        (
+            "- 1\n",
+            "f.yaml:1:1: E102 a document must be a mapping with apiVersion and kind, not array",
+        ),
         ("kind: Tool\n", "f.yaml:1:1: E103 apiVersion must be 'ops/v1'; it is missing"),
-        ("apiVersion: ops/v2\nkind: Tool\n",
-         "f.yaml:1:13: E103 apiVersion must be 'ops/v1'; got 'ops/v2'"),
-        ("apiVersion: ops/v1\n", "f.yaml:1:1: E103 kind is missing; one of Project, Workflow, "
-                                 "Membership, Tool, UpgradeAdvisory"),
-        ("apiVersion: ops/v1\nkind: Widget\n",
-         "f.yaml:2:7: E104 unknown kind 'Widget'; one of Project, Workflow, Membership, Tool, "
-         "UpgradeAdvisory"),
-        (PROJECT.replace('"18.0"', "18.0"),
-         'f.yaml:6:15: E111 odoo_version: expected string, got number (quote it: "18.0")'),
-        (PROJECT.replace("slug: acme-erp", "slug: ACME"),
-         "f.yaml:3:7: E113 slug: 'ACME' does not match ^[a-z0-9-]+$"),
-        (PROJECT.replace("type: build", "type: compile"),
-         "f.yaml:11:11: E112 workflows.0.type: 'compile' is not one of 'build', 'test', "
-         "'deploy', 'backup', 'upgrade'"),
+        (
+            "apiVersion: ops/v2\nkind: Tool\n",
+            "f.yaml:1:13: E103 apiVersion must be 'ops/v1'; got 'ops/v2'",
+        ),
+        (
+            "apiVersion: ops/v1\n",
+            "f.yaml:1:1: E103 kind is missing; one of Project, Workflow, "
+            "Membership, Tool, UpgradeAdvisory",
+        ),
+        (
+            "apiVersion: ops/v1\nkind: Widget\n",
+            "f.yaml:2:7: E104 unknown kind 'Widget'; one of Project, Workflow, Membership, Tool, "
+            "UpgradeAdvisory",
+        ),
+        (
+            PROJECT.replace('"18.0"', "18.0"),
+            'f.yaml:6:15: E111 odoo_version: expected string, got number (quote it: "18.0")',
+        ),
+        (
+            PROJECT.replace("slug: acme-erp", "slug: ACME"),
+            "f.yaml:3:7: E113 slug: 'ACME' does not match ^[a-z0-9-]+$",
+        ),
+        (
+            PROJECT.replace("type: build", "type: compile"),
+            "f.yaml:11:11: E112 workflows.0.type: 'compile' is not one of 'build', 'test', "
+            "'deploy', 'backup', 'upgrade'",
+        ),
         (PROJECT.replace("name: ACME ERP\n", ""), "f.yaml:1:1: E110 'name' is a required property"),
         (PROJECT + "colour: blue\n", "f.yaml:15:1: E114 unknown field 'colour'"),
-        (PROJECT.replace("    on: [push]", "    on: [push]\n    retries: 3"),
-         "f.yaml:15:5: E114 workflows.0: unknown field 'retries'"),
+        (
+            PROJECT.replace("    on: [push]", "    on: [push]\n    retries: 3"),
+            "f.yaml:15:5: E114 workflows.0: unknown field 'retries'",
+        ),
     ],
 )
 def test_problem_lines(text: str, expected: str) -> None:
@@ -120,7 +139,9 @@ def test_project_brings_its_inline_resources() -> None:
     state, problems = assemble(resources(PROJECT), set())
     assert not problems
     assert [r.key for r in state.resources.values()] == [
-        "acme-erp", "acme-erp/build/build-main", "acme-erp/Alice@example.com",
+        "acme-erp",
+        "acme-erp/build/build-main",
+        "acme-erp/Alice@example.com",
     ]
 
 
@@ -149,8 +170,9 @@ def test_unknown_project_unless_the_database_has_it() -> None:
 
 def test_members_resolve_to_user_ids_case_insensitively() -> None:
     state, _ = assemble(resources(PROJECT), set())
-    resolved, new, problems = resolve_members(state, {"alice@example.com": "u-1"},
-                                              create_missing=False)
+    resolved, new, problems = resolve_members(
+        state, {"alice@example.com": "u-1"}, create_missing=False
+    )
     assert not new and not problems
     assert ("membership", ("acme-erp", "u-1")) in resolved.resources
     _, _, problems = resolve_members(state, {}, create_missing=False)
@@ -180,8 +202,14 @@ def test_changed_paths(before: Any, after: Any, paths: list[str]) -> None:
 
 def rows_for(state: Any, managed: bool = True, **overrides: Any) -> dict[Any, Row]:
     return {
-        slot: Row(r.kind, r.identity, f"id-{r.key}", {**r.fields, **overrides.get(r.kind, {})},
-                  managed, r.key)
+        slot: Row(
+            r.kind,
+            r.identity,
+            f"id-{r.key}",
+            {**r.fields, **overrides.get(r.kind, {})},
+            managed,
+            r.key,
+        )
         for slot, r in state.resources.items()
     }
 
@@ -200,7 +228,9 @@ def test_removal_archives_disables_deletes() -> None:
     empty, _ = assemble([], set())
     pruned = diff(empty, rows_for(state))
     assert [(c.kind, c.action) for c in pruned] == [
-        ("project", "archive"), ("workflow", "disable"), ("membership", "delete"),
+        ("project", "archive"),
+        ("workflow", "disable"),
+        ("membership", "delete"),
     ]
     already = rows_for(state, project={"status": "archived"}, workflow={"enabled": False})
     assert [c.kind for c in diff(empty, already)] == ["membership"]
@@ -218,8 +248,13 @@ def test_runs_follow_branch_commit_and_cleanliness() -> None:
     assert plan_runs(state, GitContext("a" * 40, "dev", clean=True), set()) == []
     dirty = GitContext("a" * 40, "main", clean=False, reason="uncommitted changes")
     assert plan_runs(state, dirty, set())[0] == RunRequest(
-        "acme-erp", "acme-erp/build/build-main", ("acme-erp", "build", "build-main"), None,
-        "skip", "uncommitted changes")
+        "acme-erp",
+        "acme-erp/build/build-main",
+        ("acme-erp", "build", "build-main"),
+        None,
+        "skip",
+        "uncommitted changes",
+    )
 
 
 def change(action: str, key: str = "x") -> Change:
@@ -246,20 +281,32 @@ def test_refusals(changes: list[Change], kept: int, safety: Safety, refused: str
 def test_json_plan_has_the_contract_shape() -> None:
     state, _ = assemble(resources(PROJECT), set())
     runs = plan_runs(state, GitContext("c" * 40, "main", clean=True), set())
-    plan = Plan(tuple(diff(state, rows_for(state, project={"config": {"tier": "old"}}))),
-                tuple(runs), "c" * 40, "main")
+    plan = Plan(
+        tuple(diff(state, rows_for(state, project={"config": {"tier": "old"}}))),
+        tuple(runs),
+        "c" * 40,
+        "main",
+    )
     document = json.loads(render.to_json(plan))
     assert document["format_version"] == "1" and document["changes_present"] is True
-    assert document["summary"] == {"create": 0, "update": 1, "delete": 0, "archive": 0,
-                                   "disable": 0, "adopt": 0, "runs": 1}
+    assert document["summary"] == {
+        "create": 0,
+        "update": 1,
+        "delete": 0,
+        "archive": 0,
+        "disable": 0,
+        "adopt": 0,
+        "runs": 1,
+    }
     assert document["changes"][0]["fields"] == ["config.tier"]
     assert document["runs"][0]["action"] == "enqueue"
 
 
 def test_text_plan_shows_field_changes() -> None:
     state, _ = assemble(resources(PROJECT), set())
-    plan = Plan(tuple(diff(state, rows_for(state, project={"config": {"tier": "old"}}))), (),
-                None, None)
+    plan = Plan(
+        tuple(diff(state, rows_for(state, project={"config": {"tier": "old"}}))), (), None, None
+    )
     assert render.to_text(plan).splitlines() == [
         "  ~ project acme-erp",
         '      config.tier: "old" -> "standard"',

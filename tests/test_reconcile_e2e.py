@@ -1,4 +1,4 @@
-"""`reconcile` end to end: a real git repository, the real command in a subprocess, a real server."""
+"""`reconcile` end to end: a real git repository, the real command, a real server."""
 
 from __future__ import annotations
 
@@ -26,13 +26,26 @@ def repo(tmp_path: Path) -> Repo:
 
 
 def run(repo: Repo, db_url: str, *args: str) -> Result:
-    return reconcile(*args, "-C", str(repo.root), "--database-url", db_url,
-                     env={"RECONCILE_CACHE_DIR": str(repo.root.parent / "cache")})
+    return reconcile(
+        *args,
+        "-C",
+        str(repo.root),
+        "--database-url",
+        db_url,
+        env={"RECONCILE_CACHE_DIR": str(repo.root.parent / "cache")},
+    )
 
 
 def counts(db_url: str) -> dict[str, int]:
-    tables = ["projects", "workflows", "project_memberships", "tools", "upgrade_advisories",
-              "runs", "reconcile_applies"]
+    tables = [
+        "projects",
+        "workflows",
+        "project_memberships",
+        "tools",
+        "upgrade_advisories",
+        "runs",
+        "reconcile_applies",
+    ]
     with psycopg.connect(db_url) as conn:
         return {t: scalar(conn, f"select count(*) from ops.{t}") for t in tables}
 
@@ -48,9 +61,15 @@ def test_applying_the_example_fleet_twice(repo: Repo, db_url: str) -> None:
     assert first.code == 0, first.stderr
     assert "Plan: 38 to create, 10 user(s) to create, 4 run(s) to enqueue." in first.stdout
     after_first = counts(db_url)
-    assert after_first == {"projects": 3, "workflows": 16, "project_memberships": 11,
-                           "tools": 5, "upgrade_advisories": 3, "runs": 4,
-                           "reconcile_applies": 1}
+    assert after_first == {
+        "projects": 3,
+        "workflows": 16,
+        "project_memberships": 11,
+        "tools": 5,
+        "upgrade_advisories": 3,
+        "runs": 4,
+        "reconcile_applies": 1,
+    }
     second = run(repo, db_url, "apply", "--yes", "--detailed-exitcode")
     assert second.code == 0 and "No changes." in second.stdout
     assert counts(db_url) == after_first
@@ -70,21 +89,26 @@ def test_a_new_commit_updates_and_enqueues_once(repo: Repo, db_url: str) -> None
     ]
     assert plan["commit"] == commit and plan["ref"] == "main"
     assert sorted(r["workflow"] for r in plan["runs"] if r["action"] == "enqueue") == [
-        "acme-erp/build/build-main", "acme-erp/test/test-main",
-        "globex-shop/build/build-main", "globex-shop/test/test-main",
+        "acme-erp/build/build-main",
+        "acme-erp/test/test-main",
+        "globex-shop/build/build-main",
+        "globex-shop/test/test-main",
     ]
     assert run(repo, db_url, "apply", "--yes").code == 0
     assert run(repo, db_url, "apply", "--yes").code == 0
     with psycopg.connect(db_url) as conn:
         keys = [r[0] for r in conn.execute("select idempotency_key from ops.runs")]
         assert sum(commit in k for k in keys) == 4 and len(keys) == len(set(keys)) == 8
-        assert scalar(conn, "select count(*) from ops.workflows where git_commit = %s",
-                      (commit,)) == 4
+        assert (
+            scalar(conn, "select count(*) from ops.workflows where git_commit = %s", (commit,)) == 4
+        )
 
 
 def test_uncommitted_changes_enqueue_nothing_and_say_why(repo: Repo, db_url: str) -> None:
-    repo.write("catalog/extra.yaml", "apiVersion: ops/v1\nkind: Tool\nname: redis\n"
-                                     "version: '7'\ndocker_image: redis:7\n")
+    repo.write(
+        "catalog/extra.yaml",
+        "apiVersion: ops/v1\nkind: Tool\nname: redis\nversion: '7'\ndocker_image: redis:7\n",
+    )
     result = run(repo, db_url, "apply", "--yes")
     assert result.code == 0
     assert "not enqueued (uncommitted changes in the state directory)" in result.stdout
@@ -94,8 +118,10 @@ def test_uncommitted_changes_enqueue_nothing_and_say_why(repo: Repo, db_url: str
 def test_branch_selects_the_workflows_that_run(repo: Repo, db_url: str) -> None:
     plan = plan_json(repo, db_url, "--ref", "dev")
     assert sorted(r["workflow"] for r in plan["runs"]) == [
-        "globex-shop/test/test-dev", "initech-hr/build/build-dev",
-        "initech-hr/deploy/deploy-dev", "initech-hr/test/test-dev",
+        "globex-shop/test/test-dev",
+        "initech-hr/build/build-dev",
+        "initech-hr/deploy/deploy-dev",
+        "initech-hr/test/test-dev",
     ]
 
 
@@ -103,26 +129,40 @@ def test_removal_prunes_without_losing_history(repo: Repo, db_url: str) -> None:
     run(repo, db_url, "apply", "--yes")
     repo.remove("projects/initech-hr.yaml")
     text = (repo.root / "catalog/tools.yaml").read_text()
-    repo.write("catalog/tools.yaml", text.split("---\napiVersion: ops/v1\nkind: Tool\nname: nginx")[0])
+    repo.write(
+        "catalog/tools.yaml", text.split("---\napiVersion: ops/v1\nkind: Tool\nname: nginx")[0]
+    )
     repo.commit("retire initech and nginx")
     plan = plan_json(repo, db_url)
     actions = sorted((c["kind"], c["action"]) for c in plan["changes"])
     assert actions == sorted(
-        [("project", "archive")] + [("workflow", "disable")] * 4
-        + [("membership", "delete")] * 4 + [("tool", "delete")]
+        [("project", "archive")]
+        + [("workflow", "disable")] * 4
+        + [("membership", "delete")] * 4
+        + [("tool", "delete")]
     )
     assert run(repo, db_url, "apply", "--yes").code == 0
     with psycopg.connect(db_url) as conn:
-        assert scalar(conn, "select status from ops.projects where slug = 'initech-hr'") == "archived"
-        assert scalar(conn, "select count(*) from ops.workflows w join ops.projects p "
-                            "on p.id = w.project_id where p.slug = 'initech-hr' and w.enabled") == 0
+        assert (
+            scalar(conn, "select status from ops.projects where slug = 'initech-hr'") == "archived"
+        )
+        assert (
+            scalar(
+                conn,
+                "select count(*) from ops.workflows w join ops.projects p "
+                "on p.id = w.project_id where p.slug = 'initech-hr' and w.enabled",
+            )
+            == 0
+        )
     assert plan_json(repo, db_url)["changes"] == []
 
 
 def test_unmanaged_rows_need_adopt(repo: Repo, db_url: str) -> None:
     with psycopg.connect(db_url) as conn:
-        conn.execute("insert into ops.tools (tool_name, version, docker_image) "
-                     "values ('odoo', '18.0', 'odoo:18.0-old')")
+        conn.execute(
+            "insert into ops.tools (tool_name, version, docker_image) "
+            "values ('odoo', '18.0', 'odoo:18.0-old')"
+        )
     before = counts(db_url)
     refused = run(repo, db_url, "apply", "--yes")
     assert refused.code == 1
@@ -130,9 +170,10 @@ def test_unmanaged_rows_need_adopt(repo: Repo, db_url: str) -> None:
     assert counts(db_url) == before
     assert run(repo, db_url, "apply", "--yes", "--adopt").code == 0
     with psycopg.connect(db_url) as conn:
-        assert conn.execute("select docker_image, managed_by from ops.tools "
-                            "where tool_name = 'odoo' and version = '18.0'").fetchone() == (
-            "odoo:18.0", "ops-reconciler")
+        assert conn.execute(
+            "select docker_image, managed_by from ops.tools "
+            "where tool_name = 'odoo' and version = '18.0'"
+        ).fetchone() == ("odoo:18.0", "ops-reconciler")
 
 
 def test_emptying_the_files_is_refused_unless_allowed(repo: Repo, db_url: str) -> None:
@@ -152,15 +193,28 @@ def test_emptying_the_files_is_refused_unless_allowed(repo: Repo, db_url: str) -
 def test_unknown_user_on_a_supabase_auth_schema(repo: Repo, db_url: str) -> None:
     with psycopg.connect(db_url) as conn:
         conn.execute("comment on schema auth is 'Supabase auth'")
-        conn.execute("insert into auth.users (email) select e from unnest(%s::text[]) e",
-                     (["alice@acme.example", "bob@acme.example", "carol@acme.example",
-                       "dave@acme.example", "erin@globex.example", "frank@globex.example",
-                       "heidi@initech.example", "ivan@initech.example", "judy@initech.example"],))
+        conn.execute(
+            "insert into auth.users (email) select e from unnest(%s::text[]) e",
+            (
+                [
+                    "alice@acme.example",
+                    "bob@acme.example",
+                    "carol@acme.example",
+                    "dave@acme.example",
+                    "erin@globex.example",
+                    "frank@globex.example",
+                    "heidi@initech.example",
+                    "ivan@initech.example",
+                    "judy@initech.example",
+                ],
+            ),
+        )
     result = run(repo, db_url, "apply", "--yes")
     assert result.code == 1
     assert result.stderr.splitlines()[0] == (
         "projects/globex-shop.yaml:50:7: E130 membership globex-shop/grace@globex.example: "
-        "no user 'grace@globex.example' in auth.users")
+        "no user 'grace@globex.example' in auth.users"
+    )
     assert counts(db_url)["projects"] == 0
 
 
@@ -170,18 +224,23 @@ def test_a_held_lock_times_out_with_one_line(repo: Repo, db_url: str) -> None:
         result = run(repo, db_url, "apply", "--yes", "--lock-timeout", "0.3")
     assert result.code == 1
     assert result.stderr.strip() == (
-        "error: reconcile: another reconcile holds the lock; try again when it has finished")
+        "error: reconcile: another reconcile holds the lock; try again when it has finished"
+    )
 
 
 def test_the_database_refusal_is_shown_at_plan_time_with_its_file(repo: Repo, db_url: str) -> None:
     with psycopg.connect(db_url) as conn:
-        conn.execute("insert into ops.projects (workspace_key, slug, name, odoo_version) "
-                     "values ('acme_erp', 'other-slug', 'Someone else', '18.0')")
+        conn.execute(
+            "insert into ops.projects (workspace_key, slug, name, odoo_version) "
+            "values ('acme_erp', 'other-slug', 'Someone else', '18.0')"
+        )
     result = run(repo, db_url, "plan")
     assert result.code == 1
     first = result.stderr.splitlines()[0]
-    assert first.startswith("projects/acme-erp.yaml:2:1: E140 the database refused project "
-                            "acme-erp: duplicate key value violates unique constraint")
+    assert first.startswith(
+        "projects/acme-erp.yaml:2:1: E140 the database refused project "
+        "acme-erp: duplicate key value violates unique constraint"
+    )
     assert counts(db_url)["projects"] == 1
 
 

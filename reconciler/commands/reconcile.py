@@ -109,8 +109,11 @@ def _show(result: Plan, options: Options, out: Echo) -> int:
 def reconcile(options: Options, *, commit: bool, expected: dict[str, Any] | None = None) -> Plan:
     loaded = _load(options)
     git = gitrepo.context(options.state_dir, options.ref)
-    with open_target(options.database_url, lock_timeout_s=options.lock_timeout_s) as target, \
-            connect(target.conninfo) as conn, user_errors("reconcile"):
+    with (
+        open_target(options.database_url, lock_timeout_s=options.lock_timeout_s) as target,
+        connect(target.conninfo) as conn,
+        user_errors("reconcile"),
+    ):
         status = migrations.read_status(conn)
         migrations.require_current(status)
         with conn.transaction(force_rollback=not commit):
@@ -118,7 +121,9 @@ def reconcile(options: Options, *, commit: bool, expected: dict[str, Any] | None
             actual = state.read(conn)
             desired = _desired(loaded, actual, create_users=status.auth == "compatible")
             result = _plan(conn, desired, actual, git)
-            _check(result, desired, actual, options, expected, commit)
+            _refuse_if_moved(result, expected)
+            if commit:
+                _refuse_if_unsafe(result, desired, actual, options.safety)
             writer = Writer(conn, desired, actual)
             try:
                 writer.write(result)
@@ -137,39 +142,49 @@ def _resources(loaded: files.LoadedFiles) -> list[Resource]:
     return [r for result in loaded.results.values() for r in result.resources]
 
 
-def _desired(loaded: files.LoadedFiles, actual: state.ActualState, *,
-             create_users: bool) -> DesiredState:
+def _desired(
+    loaded: files.LoadedFiles, actual: state.ActualState, *, create_users: bool
+) -> DesiredState:
     known = {identity[0] for kind, identity in actual.rows if kind == "project"}
     desired, problems = assemble(_resources(loaded), known)
-    desired, new_users, unknown = resolve_members(desired, actual.users,
-                                                  create_missing=create_users)
+    desired, _, unknown = resolve_members(desired, actual.users, create_missing=create_users)
     found = collect(loaded.problems, problems, unknown)
     if found:
         raise InvalidFiles(found)
     return desired
 
 
-def _plan(conn: state.Conn, desired: DesiredState, actual: state.ActualState,
-          git: GitContext) -> Plan:
+def _plan(
+    conn: state.Conn, desired: DesiredState, actual: state.ActualState, git: GitContext
+) -> Plan:
     changes = diff(desired, actual.rows)
-    new_users = sorted({c.identity[1][4:] for c in changes
-                        if c.kind == "membership" and c.identity[1].startswith("new:")})
+    new_users = sorted(
+        {
+            c.identity[1][4:]
+            for c in changes
+            if c.kind == "membership" and c.identity[1].startswith("new:")
+        }
+    )
     candidates = plan_runs(desired, git, set())
     keys = [r.idempotency_key for r in candidates if r.idempotency_key]
     runs = plan_runs(desired, git, state.existing_run_keys(conn, keys))
     return Plan(tuple(changes), tuple(runs), git.commit, git.ref, tuple(new_users))
 
 
-def _check(result: Plan, desired: DesiredState, actual: state.ActualState, options: Options,
-           expected: dict[str, Any] | None, commit: bool) -> None:
+def _refuse_if_moved(result: Plan, expected: dict[str, Any] | None) -> None:
     if expected is not None and render.as_dict(result) != expected:
-        raise PlanChanged("the database or the files changed since the plan was shown; "
-                          "nothing was written: run reconcile again to see the new plan")
-    if commit:
-        kept = sum(1 for slot, row in actual.rows.items()
-                   if row.managed and slot in desired.resources)
-        if reason := refusal(result, kept, options.safety):
-            raise ReconcilerError(f"{reason}; nothing was written")
+        raise PlanChanged(
+            "the database or the files changed since the plan was shown; "
+            "nothing was written: run reconcile again to see the new plan"
+        )
+
+
+def _refuse_if_unsafe(
+    result: Plan, desired: DesiredState, actual: state.ActualState, safety: Safety
+) -> None:
+    kept = sum(1 for slot, row in actual.rows.items() if row.managed and slot in desired.resources)
+    if reason := refusal(result, kept, safety):
+        raise ReconcilerError(f"{reason}; nothing was written")
 
 
 def cache_dir() -> Path:

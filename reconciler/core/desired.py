@@ -57,7 +57,8 @@ def _project(document: Document) -> list[Resource]:
     value = document.value
     slug = value["slug"]
     project = Resource(
-        "project", (slug,),
+        "project",
+        (slug,),
         {
             "slug": slug,
             "workspace_key": value["workspace_key"],
@@ -80,10 +81,12 @@ def _project(document: Document) -> list[Resource]:
     return [project, *workflows, *members]
 
 
-def _workflow(document: Document, spec: dict[str, Any], path: tuple[Any, ...], project: str,
-              *, inline: bool) -> Resource:
+def _workflow(
+    document: Document, spec: dict[str, Any], path: tuple[Any, ...], project: str, *, inline: bool
+) -> Resource:
     return Resource(
-        "workflow", (project, spec["type"], spec["name"]),
+        "workflow",
+        (project, spec["type"], spec["name"]),
         {
             "project": project,
             "type": spec["type"],
@@ -94,18 +97,22 @@ def _workflow(document: Document, spec: dict[str, Any], path: tuple[Any, ...], p
             "triggers": sorted(spec.get("on", [])),
             "config": spec.get("config", {}),
         },
-        document.at(path), inline,
+        document.at(path),
+        inline,
         {"project": document.at((*path, "project")) if not inline else document.at(path)},
     )
 
 
-def _membership(document: Document, spec: dict[str, Any], path: tuple[Any, ...], project: str,
-                *, inline: bool) -> Resource:
+def _membership(
+    document: Document, spec: dict[str, Any], path: tuple[Any, ...], project: str, *, inline: bool
+) -> Resource:
     user = spec["user"]
     return Resource(
-        "membership", (project, user.lower()),
+        "membership",
+        (project, user.lower()),
         {"project": project, "user": user.lower(), "role": spec["role"]},
-        document.at(path), inline,
+        document.at(path),
+        inline,
         {
             "project": document.at((*path, "project")) if not inline else document.at(path),
             "user": document.at((*path, "user")),
@@ -116,7 +123,8 @@ def _membership(document: Document, spec: dict[str, Any], path: tuple[Any, ...],
 
 def _tool(document: Document, value: dict[str, Any]) -> Resource:
     return Resource(
-        "tool", (value["name"], value["version"]),
+        "tool",
+        (value["name"], value["version"]),
         {
             "name": value["name"],
             "version": value["version"],
@@ -129,7 +137,8 @@ def _tool(document: Document, value: dict[str, Any]) -> Resource:
 
 def _advisory(document: Document, value: dict[str, Any]) -> Resource:
     return Resource(
-        "upgrade_advisory", (value["key"],),
+        "upgrade_advisory",
+        (value["key"],),
         {
             "key": value["key"],
             "from_version": value["from_version"],
@@ -175,19 +184,26 @@ def assemble(
     for resource in indexed.values():
         project = resource.fields.get("project")
         if resource.kind in ("workflow", "membership") and project not in projects:
-            found.append(Problem(
-                resource.refs["project"], codes.UNKNOWN_PROJECT,
-                f"{resource.kind} {resource.key}: project {project!r} is neither in the files "
-                "nor in the database",
-            ))
+            found.append(
+                Problem(
+                    resource.refs["project"],
+                    codes.UNKNOWN_PROJECT,
+                    f"{resource.kind} {resource.key}: project {project!r} is neither in the files "
+                    "nor in the database",
+                )
+            )
     return state, found
 
 
 def _duplicate(resource: Resource, first: Resource) -> Problem:
-    code = (codes.INLINE_AND_STANDALONE if resource.inline != first.inline
-            else codes.DUPLICATE_RESOURCE)
-    return Problem(resource.source, code,
-                   f"{resource.kind} {resource.key} is already defined at {first.source}")
+    code = (
+        codes.INLINE_AND_STANDALONE if resource.inline != first.inline else codes.DUPLICATE_RESOURCE
+    )
+    return Problem(
+        resource.source,
+        code,
+        f"{resource.kind} {resource.key} is already defined at {first.source}",
+    )
 
 
 def _order(resource: Resource) -> tuple[int, Identity, Source]:

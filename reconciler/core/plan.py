@@ -87,8 +87,11 @@ class Plan:
 def diff(desired: DesiredState, actual: dict[tuple[str, Identity], Row]) -> list[Change]:
     """What to do per resource, in kind order then key order. Pure and deterministic."""
     changes = [c for r in desired.resources.values() if (c := _against(r, actual.get(_slot(r))))]
-    changes += [c for slot, row in actual.items()
-                if row.managed and slot not in desired.resources and (c := _prune(row))]
+    changes += [
+        c
+        for slot, row in actual.items()
+        if row.managed and slot not in desired.resources and (c := _prune(row))
+    ]
     return sorted(changes, key=lambda c: (KIND_ORDER.index(c.kind), c.key))
 
 
@@ -101,11 +104,13 @@ def _against(want: Resource, row: Row | None) -> Change | None:
         return Change(want.kind, want.key, "create", (), None, want.fields, want.identity)
     paths = tuple(changed_paths(row.fields, want.fields))
     if not row.managed:
-        return Change(want.kind, want.key, "adopt", paths, row.fields, want.fields,
-                      want.identity, row.id)
+        return Change(
+            want.kind, want.key, "adopt", paths, row.fields, want.fields, want.identity, row.id
+        )
     if paths:
-        return Change(want.kind, want.key, "update", paths, row.fields, want.fields,
-                      want.identity, row.id)
+        return Change(
+            want.kind, want.key, "update", paths, row.fields, want.fields, want.identity, row.id
+        )
     return None
 
 
@@ -115,14 +120,16 @@ def _prune(row: Row) -> Change | None:
         if row.fields["status"] == "archived":
             return None
         after = {**row.fields, "status": "archived"}
-        return Change(row.kind, row.label, "archive", ("status",), row.fields, after,
-                      row.identity, row.id)
+        return Change(
+            row.kind, row.label, "archive", ("status",), row.fields, after, row.identity, row.id
+        )
     if row.kind == "workflow":
         if not row.fields["enabled"]:
             return None
         after = {**row.fields, "enabled": False}
-        return Change(row.kind, row.label, "disable", ("enabled",), row.fields, after,
-                      row.identity, row.id)
+        return Change(
+            row.kind, row.label, "disable", ("enabled",), row.fields, after, row.identity, row.id
+        )
     return Change(row.kind, row.label, "delete", (), row.fields, None, row.identity, row.id)
 
 
@@ -142,9 +149,7 @@ def changed_paths(before: Any, after: Any, prefix: str = "") -> list[str]:
     return []
 
 
-def plan_runs(
-    desired: DesiredState, git: GitContext, existing_keys: set[str]
-) -> list[RunRequest]:
+def plan_runs(desired: DesiredState, git: GitContext, existing_keys: set[str]) -> list[RunRequest]:
     """One run per commit for each enabled `on: [push]` workflow whose git_ref is the ref."""
     runs = []
     for workflow in desired.of_kind("workflow"):
@@ -165,8 +170,9 @@ def idempotency_key(commit: str, workflow_key: str) -> str:
 def _run(workflow: Resource, git: GitContext, existing_keys: set[str]) -> RunRequest:
     project = workflow.fields["project"]
     if git.commit is None or not git.clean:
-        return RunRequest(project, workflow.key, workflow.identity, None, "skip",
-                          git.reason or "no commit")
+        return RunRequest(
+            project, workflow.key, workflow.identity, None, "skip", git.reason or "no commit"
+        )
     key = idempotency_key(git.commit, workflow.key)
     action = "exists" if key in existing_keys else "enqueue"
     return RunRequest(project, workflow.key, workflow.identity, key, action)
@@ -193,8 +199,13 @@ def resolve_members(
             new_users.append(written)
             user_id = f"new:{written}"
         if user_id is None:
-            found.append(Problem(resource.refs["user"], codes.UNKNOWN_USER,
-                                 f"membership {resource.key}: no user {written!r} in auth.users"))
+            found.append(
+                Problem(
+                    resource.refs["user"],
+                    codes.UNKNOWN_USER,
+                    f"membership {resource.key}: no user {written!r} in auth.users",
+                )
+            )
             continue
         identity = (resource.identity[0], user_id)
         fields = {**resource.fields, "user": user_id}
@@ -226,15 +237,21 @@ def refusal(plan: Plan, managed_kept: int, safety: Safety) -> str | None:
     adopted = [c.key for c in plan.changes if c.action == "adopt"]
     if adopted and not safety.adopt:
         shown = ", ".join(f"{c.kind} {c.key}" for c in plan.changes if c.action == "adopt")
-        return (f"{len(adopted)} resource(s) exist in the database but are not managed by "
-                f"reconcile: {_clip(shown)}; rerun with --adopt to take them over")
+        return (
+            f"{len(adopted)} resource(s) exist in the database but are not managed by "
+            f"reconcile: {_clip(shown)}; rerun with --adopt to take them over"
+        )
     pruned = plan.pruned()
     if pruned and managed_kept == 0 and not safety.allow_prune_all:
-        return (f"the plan would prune every managed resource ({len(pruned)}); if the files "
-                "really are meant to be empty, rerun with --allow-prune-all")
+        return (
+            f"the plan would prune every managed resource ({len(pruned)}); if the files "
+            "really are meant to be empty, rerun with --allow-prune-all"
+        )
     if safety.max_prune is not None and len(pruned) > safety.max_prune:
-        return (f"the plan would prune {len(pruned)} resources, more than --max-prune "
-                f"{safety.max_prune}; raise the limit to go ahead")
+        return (
+            f"the plan would prune {len(pruned)} resources, more than --max-prune "
+            f"{safety.max_prune}; raise the limit to go ahead"
+        )
     return None
 
 

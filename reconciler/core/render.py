@@ -9,8 +9,14 @@ from typing import Any
 from reconciler.core.plan import Change, Plan, RunRequest
 
 MARKDOWN_LIMIT = 65_535  # GitHub's limit for one comment
-_SYMBOLS = {"create": "+", "update": "~", "delete": "-", "archive": "-", "disable": "-",
-            "adopt": "~"}
+_SYMBOLS = {
+    "create": "+",
+    "update": "~",
+    "delete": "-",
+    "archive": "-",
+    "disable": "-",
+    "adopt": "~",
+}
 _COLOURS = {"+": "green", "~": "yellow", "-": "red"}
 
 Style = Callable[[str, str], str]
@@ -32,8 +38,14 @@ def as_dict(plan: Plan) -> dict[str, Any]:
         "ref": plan.ref,
         "summary": plan.summary(),
         "changes": [
-            {"kind": c.kind, "key": c.key, "action": c.action, "fields": list(c.paths),
-             "before": c.before, "after": c.after}
+            {
+                "kind": c.kind,
+                "key": c.key,
+                "action": c.action,
+                "fields": list(c.paths),
+                "before": c.before,
+                "after": c.after,
+            }
             for c in plan.changes
         ],
         "runs": [_run_dict(r) for r in plan.runs],
@@ -42,8 +54,12 @@ def as_dict(plan: Plan) -> dict[str, Any]:
 
 
 def _run_dict(run: RunRequest) -> dict[str, Any]:
-    entry = {"project": run.project, "workflow": run.workflow,
-             "idempotency_key": run.idempotency_key, "action": run.action}
+    entry = {
+        "project": run.project,
+        "workflow": run.workflow,
+        "idempotency_key": run.idempotency_key,
+        "action": run.action,
+    }
     if run.reason:
         entry["reason"] = run.reason
     return entry
@@ -69,8 +85,11 @@ def summary_line(plan: Plan) -> str:
     if not plan.changes_present:
         return "No changes. The database matches the files."
     counts = plan.summary()
-    parts = [f"{counts[a]} to {a}" for a in ("create", "update", "adopt", "archive", "disable",
-                                             "delete") if counts[a]]
+    parts = [
+        f"{counts[a]} to {a}"
+        for a in ("create", "update", "adopt", "archive", "disable", "delete")
+        if counts[a]
+    ]
     if plan.new_users:
         parts.append(f"{len(plan.new_users)} user(s) to create")
     parts.append(f"{counts['runs']} run(s) to enqueue")
@@ -84,8 +103,9 @@ def _change_lines(change: Change, style: Style) -> list[str]:
         head += f" ({change.action})"
     lines = [style(head, _COLOURS[symbol])]
     for path in change.paths:
-        lines.append(f"      {path}: {_show(_get(change.before, path))} -> "
-                     f"{_show(_get(change.after, path))}")
+        lines.append(
+            f"      {path}: {_show(_get(change.before, path))} -> {_show(_get(change.after, path))}"
+        )
     return lines
 
 
@@ -128,18 +148,27 @@ def to_markdown(plan: Plan, limit: int = MARKDOWN_LIMIT) -> str:
         head.append("")
     head.append(summary_line(plan))
     if plan.changes_present:
-        head += ["", "| create | update | adopt | archive | disable | delete | runs |",
-                 "|---|---|---|---|---|---|---|",
-                 "| " + " | ".join(str(counts[k]) for k in ("create", "update", "adopt",
-                                    "archive", "disable", "delete", "runs")) + " |"]
+        head += [
+            "",
+            "| create | update | adopt | archive | disable | delete | runs |",
+            "|---|---|---|---|---|---|---|",
+            "| "
+            + " | ".join(
+                str(counts[k])
+                for k in ("create", "update", "adopt", "archive", "disable", "delete", "runs")
+            )
+            + " |",
+        ]
     body = [line for change in plan.changes for line in _change_lines(change, plain)]
     body += [_run_line(r, plain) for r in plan.runs if r.action != "exists"]
     return _fit(head, body, limit)
 
 
 def _fit(head: list[str], body: list[str], limit: int) -> str:
-    opening, closing = ["", "<details><summary>Details</summary>", "", "```diff"], ["```",
-                                                                                    "</details>"]
+    opening, closing = (
+        ["", "<details><summary>Details</summary>", "", "```diff"],
+        ["```", "</details>"],
+    )
     text = "\n".join(head)
     if not body:
         return text
@@ -151,5 +180,9 @@ def _fit(head: list[str], body: list[str], limit: int) -> str:
         kept.append(line)
         used += len(line) + 1
     more = len(body) - len(kept)
-    tail = [f"", f"... and {more} more line(s), not shown: run `reconcile plan` for all."] if more else []
+    tail = (
+        ["", f"... and {more} more line(s), not shown: run `reconcile plan` for all."]
+        if more
+        else []
+    )
     return "\n".join([*head, *opening, *kept, *closing, *tail])

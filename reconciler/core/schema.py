@@ -35,8 +35,15 @@ _CODES = {
 }
 _UNEXPECTED = re.compile(r"\((.*) (?:was|were) unexpected\)")
 _QUOTED = re.compile(r"'((?:[^'\\]|\\.)*)'")
-_JSON_TYPES = {str: "string", bool: "boolean", int: "integer", float: "number", list: "array",
-               dict: "object", type(None): "null"}
+_JSON_TYPES = {
+    str: "string",
+    bool: "boolean",
+    int: "integer",
+    float: "number",
+    list: "array",
+    dict: "object",
+    type(None): "null",
+}
 
 
 @cache
@@ -51,8 +58,7 @@ def validators() -> dict[str, Draft202012Validator]:
         (schema["$id"], Resource.from_contents(schema)) for schema in schemas.values()
     )
     return {
-        kind: Draft202012Validator(schemas[name], registry=registry)
-        for kind, name in KINDS.items()
+        kind: Draft202012Validator(schemas[name], registry=registry) for kind, name in KINDS.items()
     }
 
 
@@ -60,9 +66,13 @@ def check(document: Document) -> list[Problem]:
     """Every problem of one document: its header, then its schema."""
     value = document.value
     if not isinstance(value, dict):
-        return [Problem(document.at(()), codes.NOT_A_MAPPING,
-                        f"a document must be a mapping with apiVersion and kind, "
-                        f"not {_type_name(value)}")]
+        return [
+            Problem(
+                document.at(()),
+                codes.NOT_A_MAPPING,
+                f"a document must be a mapping with apiVersion and kind, not {_type_name(value)}",
+            )
+        ]
     header = _check_header(document)
     if header:
         return header
@@ -112,7 +122,8 @@ def _message(error: ValidationError) -> str:
             hint = f' (quote it: "{error.instance}")'
         return f"expected {_expected(expected)}, got {_type_name(error.instance)}{hint}"
     if error.validator in ("enum", "const"):
-        options = error.validator_value if error.validator == "enum" else [error.validator_value]
+        allowed: Any = error.validator_value
+        options = list(allowed) if error.validator == "enum" else [allowed]
         return f"{error.instance!r} is not one of {', '.join(repr(o) for o in options)}"
     if error.validator == "pattern":
         return f"{error.instance!r} does not match {error.validator_value}"

@@ -80,15 +80,21 @@ class _Builder:
         result: dict[str, Any] = {}
         for key_node, value_node in node.value:
             # Keys are names: YAML 1.1 would read `on:` as true; keep the written text.
-            key = key_node.value if isinstance(key_node, yaml.ScalarNode) else str(
-                self._constructor.construct_object(key_node, deep=True))
+            key = (
+                key_node.value
+                if isinstance(key_node, yaml.ScalarNode)
+                else str(self._constructor.construct_object(key_node, deep=True))
+            )
             child = (*path, key)
             if key in result:
                 first = self.key_positions[child]
-                self.problems.append(Problem(
-                    self.source(key_node), DUPLICATE_KEY,
-                    f"duplicate key {key!r} (first at line {first.line})",
-                ))
+                self.problems.append(
+                    Problem(
+                        self.source(key_node),
+                        DUPLICATE_KEY,
+                        f"duplicate key {key!r} (first at line {first.line})",
+                    )
+                )
                 continue
             self.key_positions[child] = self.source(key_node)
             result[key] = self.build(value_node, child)

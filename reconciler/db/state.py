@@ -21,8 +21,9 @@ class ActualState:
     users: dict[str, str]  # lower-case e-mail or uuid -> user id
 
     def project_ids(self) -> dict[str, Any]:
-        return {row.identity[0]: row.id for (kind, _), row in self.rows.items()
-                if kind == "project"}
+        return {
+            row.identity[0]: row.id for (kind, _), row in self.rows.items() if kind == "project"
+        }
 
     def workflow_ids(self) -> dict[Identity, Any]:
         return {row.identity: row.id for (kind, _), row in self.rows.items() if kind == "workflow"}
@@ -30,67 +31,137 @@ class ActualState:
 
 def read(conn: Conn) -> ActualState:
     rows: dict[Slot, Row] = {}
-    for row in _projects(conn) + _workflows(conn) + _memberships(conn) + _tools(conn) + \
-            _advisories(conn):
+    for row in (
+        _projects(conn) + _workflows(conn) + _memberships(conn) + _tools(conn) + _advisories(conn)
+    ):
         rows[(row.kind, row.identity)] = row
     return ActualState(rows, _users(conn))
 
 
 def _projects(conn: Conn) -> list[Row]:
-    return [
-        Row("project", (slug,), id_,
-            {"slug": slug, "workspace_key": workspace_key, "name": name,
-             "description": description, "odoo_version": odoo_version, "status": status,
-             "config": config},
-            managed, slug)
-        for id_, slug, workspace_key, name, description, odoo_version, status, config, managed
-        in conn.execute(query("read_projects"))
-    ]
+    rows = []
+    for (
+        id_,
+        slug,
+        workspace_key,
+        name,
+        description,
+        version,
+        status,
+        config,
+        managed,
+    ) in conn.execute(query("read_projects")):
+        fields = {
+            "slug": slug,
+            "workspace_key": workspace_key,
+            "name": name,
+            "description": description,
+            "odoo_version": version,
+            "status": status,
+            "config": config,
+        }
+        rows.append(Row("project", (slug,), id_, fields, managed, slug))
+    return rows
 
 
 def _workflows(conn: Conn) -> list[Row]:
     rows = []
-    for id_, slug, type_, name, description, enabled, git_ref, triggers, config, managed in \
-            conn.execute(query("read_workflows")):
+    for (
+        id_,
+        slug,
+        type_,
+        name,
+        description,
+        enabled,
+        git_ref,
+        triggers,
+        config,
+        managed,
+    ) in conn.execute(query("read_workflows")):
         identity = (slug, type_, name)
-        rows.append(Row(
-            "workflow", identity, id_,
-            {"project": slug, "type": type_, "name": name, "description": description,
-             "enabled": enabled, "git_ref": git_ref, "triggers": sorted(triggers),
-             "config": config},
-            managed, resource_key("workflow", identity),
-        ))
+        rows.append(
+            Row(
+                "workflow",
+                identity,
+                id_,
+                {
+                    "project": slug,
+                    "type": type_,
+                    "name": name,
+                    "description": description,
+                    "enabled": enabled,
+                    "git_ref": git_ref,
+                    "triggers": sorted(triggers),
+                    "config": config,
+                },
+                managed,
+                resource_key("workflow", identity),
+            )
+        )
     return rows
 
 
 def _memberships(conn: Conn) -> list[Row]:
     return [
-        Row("membership", (slug, user_id), id_,
-            {"project": slug, "user": user_id, "role": role}, managed, f"{slug}/{shown}")
+        Row(
+            "membership",
+            (slug, user_id),
+            id_,
+            {"project": slug, "user": user_id, "role": role},
+            managed,
+            f"{slug}/{shown}",
+        )
         for id_, slug, user_id, shown, role, managed in conn.execute(query("read_memberships"))
     ]
 
 
 def _tools(conn: Conn) -> list[Row]:
     return [
-        Row("tool", (name, version), id_,
+        Row(
+            "tool",
+            (name, version),
+            id_,
             {"name": name, "version": version, "docker_image": image, "config": config},
-            managed, resource_key("tool", (name, version)))
+            managed,
+            resource_key("tool", (name, version)),
+        )
         for id_, name, version, image, config, managed in conn.execute(query("read_tools"))
     ]
 
 
 def _advisories(conn: Conn) -> list[Row]:
     rows = []
-    for id_, key, from_v, to_v, severity, title, description, guide, modules, managed in \
-            conn.execute(query("read_advisories")):
-        rows.append(Row(
-            "upgrade_advisory", (key,), id_,
-            {"key": key, "from_version": from_v, "to_version": to_v, "severity": severity,
-             "title": title, "description": description, "migration_guide": guide,
-             "affects_modules": modules},
-            managed, key,
-        ))
+    for (
+        id_,
+        key,
+        from_v,
+        to_v,
+        severity,
+        title,
+        description,
+        guide,
+        modules,
+        managed,
+    ) in conn.execute(query("read_advisories")):
+        rows.append(
+            Row(
+                "upgrade_advisory",
+                (key,),
+                id_,
+                {
+                    "key": key,
+                    "from_version": from_v,
+                    "to_version": to_v,
+                    "severity": severity,
+                    "title": title,
+                    "description": description,
+                    "migration_guide": guide,
+                    "affects_modules": modules,
+                },
+                managed,
+                key,
+            )
+        )
     return rows
 
 
