@@ -1,8 +1,9 @@
 """The state directory on disk: every *.yaml/*.yml file, checked, with a per-file cache.
 
 The cache maps a file (path, size, mtime, inode) to its FileResult, so a plan over 10,000
-unchanged files does not parse and validate them again. Files modified within the last two
-seconds of the cache's writing are not trusted (the same "racy" rule as git's index).
+unchanged files does not parse and validate them again. An entry whose file was modified within
+two seconds of the entry's making is "racy" (as in git's index: the file may have changed again
+within the clock's resolution) and is trusted only if the file's content hash still matches.
 """
 
 from __future__ import annotations
@@ -59,16 +60,29 @@ def _load_one(path: Path, relative: str, cache: _Cache | None) -> FileResult:
     try:
         stat = path.stat()
         key = (stat.st_size, stat.st_mtime_ns, stat.st_ino)
-        if cache and (hit := cache.get(relative, key)):
+        if cache and (hit := cache.get(relative, key, path)):
             return hit
-        text = path.read_text(encoding="utf-8")
+        content = path.read_bytes()
+        text = content.decode("utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         problem = Problem(Source(relative), codes.UNREADABLE_FILE, f"cannot read the file: {exc}")
         return FileResult((), (problem,))
     result = check_file(relative, text)
     if cache:
-        cache.put(relative, key, result)
+        cache.put(relative, key, _digest(content), result)
     return result
+
+
+def _digest(content: bytes) -> str:
+    return hashlib.blake2b(content, digest_size=16).hexdigest()
+
+
+@dataclass(frozen=True, slots=True)
+class _Entry:
+    key: CacheKey
+    digest: str
+    made_ns: int
+    result: FileResult
 
 
 @cache
@@ -85,11 +99,11 @@ class _Cache:
     def __init__(self, folder: Path, root: Path) -> None:
         digest = hashlib.sha256(str(root.resolve()).encode()).hexdigest()[:16]
         self.path = folder / f"files-{digest}.pickle"
-        self.entries: dict[str, tuple[CacheKey, FileResult]] = self._read()
+        self.entries: dict[str, _Entry] = self._read()
         self.seen: set[str] = set()
         self.dirty = False
 
-    def _read(self) -> dict[str, tuple[CacheKey, FileResult]]:
+    def _read(self) -> dict[str, _Entry]:
         try:
             with self.path.open("rb") as handle:
                 version, entries = pickle.load(handle)  # noqa: S301  (our own file, per user)
@@ -97,15 +111,18 @@ class _Cache:
             return {}
         return entries if version == _version() else {}
 
-    def get(self, relative: str, key: CacheKey) -> FileResult | None:
+    def get(self, relative: str, key: CacheKey, path: Path) -> FileResult | None:
         self.seen.add(relative)
         entry = self.entries.get(relative)
-        return entry[1] if entry and entry[0] == key else None
+        if entry is None or entry.key != key:
+            return None
+        if entry.made_ns - key[1] > _RACY_NS or _digest(path.read_bytes()) == entry.digest:
+            return entry.result
+        return None
 
-    def put(self, relative: str, key: CacheKey, result: FileResult) -> None:
-        if time.time_ns() - key[1] > _RACY_NS:
-            self.entries[relative] = (key, result)
-            self.dirty = True
+    def put(self, relative: str, key: CacheKey, digest: str, result: FileResult) -> None:
+        self.entries[relative] = _Entry(key, digest, time.time_ns(), result)
+        self.dirty = True
 
     def save(self) -> None:
         if not self.dirty and self.seen == set(self.entries):

@@ -12,12 +12,14 @@ from reconciler.core.desired import assemble
 from reconciler.core.plan import (
     Change,
     GitContext,
+    Indexed,
     Plan,
     Row,
     RunRequest,
     Safety,
     changed_paths,
     diff,
+    needs_detail,
     plan_runs,
     refusal,
     resolve_members,
@@ -214,28 +216,44 @@ def rows_for(state: Any, managed: bool = True, **overrides: Any) -> dict[Any, Ro
     }
 
 
+def diff_of(state: Any, rows: dict[Any, Row]) -> list[Change]:
+    """The diff when the index knows no spec_hash: every existing row is compared in full."""
+    index = {slot: Indexed(row.id, None, row.managed) for slot, row in rows.items()}
+    return diff(state, index, {s: rows[s] for s in needs_detail(state, index)})
+
+
+def test_rows_whose_spec_hash_matches_are_not_read_again() -> None:
+    state, _ = assemble(resources(PROJECT), set())
+    index = {slot: Indexed(f"id-{i}", r.digest, True)
+             for i, (slot, r) in enumerate(state.resources.items())}
+    assert needs_detail(state, index) == []
+    assert diff(state, index, {}) == []
+    stale = {**index, ("project", ("acme-erp",)): Indexed("id-0", "other", True)}
+    assert needs_detail(state, stale) == [("project", ("acme-erp",))]
+
+
 def test_diff_actions() -> None:
     state, _ = assemble(resources(PROJECT), set())
-    assert diff(state, rows_for(state)) == []
-    changed = diff(state, rows_for(state, project={"name": "Old"}))
+    assert diff_of(state, rows_for(state)) == []
+    changed = diff_of(state, rows_for(state, project={"name": "Old"}))
     assert [(c.action, c.key, c.paths) for c in changed] == [("update", "acme-erp", ("name",))]
-    assert {c.action for c in diff(state, rows_for(state, managed=False))} == {"adopt"}
-    assert {c.action for c in diff(state, {})} == {"create"}
+    assert {c.action for c in diff_of(state, rows_for(state, managed=False))} == {"adopt"}
+    assert {c.action for c in diff_of(state, {})} == {"create"}
 
 
 def test_removal_archives_disables_deletes() -> None:
     state, _ = assemble(resources(PROJECT), set())
     empty, _ = assemble([], set())
-    pruned = diff(empty, rows_for(state))
+    pruned = diff_of(empty, rows_for(state))
     assert [(c.kind, c.action) for c in pruned] == [
         ("project", "archive"),
         ("workflow", "disable"),
         ("membership", "delete"),
     ]
     already = rows_for(state, project={"status": "archived"}, workflow={"enabled": False})
-    assert [c.kind for c in diff(empty, already)] == ["membership"]
+    assert [c.kind for c in diff_of(empty, already)] == ["membership"]
     unmanaged = rows_for(state, managed=False)
-    assert diff(empty, unmanaged) == []  # never touches what it does not manage
+    assert diff_of(empty, unmanaged) == []  # never touches what it does not manage
 
 
 def test_runs_follow_branch_commit_and_cleanliness() -> None:
@@ -282,7 +300,7 @@ def test_json_plan_has_the_contract_shape() -> None:
     state, _ = assemble(resources(PROJECT), set())
     runs = plan_runs(state, GitContext("c" * 40, "main", clean=True), set())
     plan = Plan(
-        tuple(diff(state, rows_for(state, project={"config": {"tier": "old"}}))),
+        tuple(diff_of(state, rows_for(state, project={"config": {"tier": "old"}}))),
         tuple(runs),
         "c" * 40,
         "main",
@@ -305,7 +323,7 @@ def test_json_plan_has_the_contract_shape() -> None:
 def test_text_plan_shows_field_changes() -> None:
     state, _ = assemble(resources(PROJECT), set())
     plan = Plan(
-        tuple(diff(state, rows_for(state, project={"config": {"tier": "old"}}))), (), None, None
+        tuple(diff_of(state, rows_for(state, project={"config": {"tier": "old"}}))), (), None, None
     )
     assert render.to_text(plan).splitlines() == [
         "  ~ project acme-erp",

@@ -259,3 +259,18 @@ def test_markdown_output(repo: Repo, db_url: str) -> None:
     assert result.code == 0
     assert result.stdout.startswith("### reconcile plan")
     assert "| 38 | 0 | 0 | 0 | 0 | 0 | 4 |" in result.stdout
+
+
+def test_a_row_edited_outside_reconcile_is_put_back(repo: Repo, db_url: str) -> None:
+    run(repo, db_url, "apply", "--yes")
+    with psycopg.connect(db_url) as conn:
+        conn.execute("update ops.projects set name = 'Edited by hand' where slug = 'acme-erp'")
+        # bookkeeping of the database and the workers is not an edit
+        conn.execute("update ops.workflows set git_commit = 'x', updated_at = now()")
+        assert scalar(conn, "select count(*) from ops.workflows where spec_hash is null") == 0
+    plan = plan_json(repo, db_url)
+    assert [(c["key"], c["action"], c["fields"], c["before"]["name"]) for c in plan["changes"]] == [
+        ("acme-erp", "update", ["name"], "Edited by hand")
+    ]
+    assert run(repo, db_url, "apply", "--yes").code == 0
+    assert plan_json(repo, db_url)["changes"] == []

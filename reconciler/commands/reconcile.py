@@ -22,6 +22,7 @@ from reconciler.core.plan import (
     Safety,
     collect,
     diff,
+    needs_detail,
     plan_runs,
     refusal,
     resolve_members,
@@ -130,7 +131,7 @@ def reconcile(options: Options, *, commit: bool, expected: dict[str, Any] | None
             except DatabaseRefused as refused:
                 raise InvalidFiles([refused.problem]) from None
             if commit and result.changes_present:
-                writer.record(result, render.as_dict(result))
+                writer.record(result)
     return result
 
 
@@ -145,7 +146,7 @@ def _resources(loaded: files.LoadedFiles) -> list[Resource]:
 def _desired(
     loaded: files.LoadedFiles, actual: state.ActualState, *, create_users: bool
 ) -> DesiredState:
-    known = {identity[0] for kind, identity in actual.rows if kind == "project"}
+    known = {identity[0] for kind, identity in actual.index if kind == "project"}
     desired, problems = assemble(_resources(loaded), known)
     desired, _, unknown = resolve_members(desired, actual.users, create_missing=create_users)
     found = collect(loaded.problems, problems, unknown)
@@ -157,7 +158,8 @@ def _desired(
 def _plan(
     conn: state.Conn, desired: DesiredState, actual: state.ActualState, git: GitContext
 ) -> Plan:
-    changes = diff(desired, actual.rows)
+    rows = state.read_rows(conn, actual, needs_detail(desired, actual.index))
+    changes = diff(desired, actual.index, rows)
     new_users = sorted(
         {
             c.identity[1][4:]
@@ -182,7 +184,7 @@ def _refuse_if_moved(result: Plan, expected: dict[str, Any] | None) -> None:
 def _refuse_if_unsafe(
     result: Plan, desired: DesiredState, actual: state.ActualState, safety: Safety
 ) -> None:
-    kept = sum(1 for slot, row in actual.rows.items() if row.managed and slot in desired.resources)
+    kept = sum(1 for slot, row in actual.index.items() if row.managed and slot in desired.resources)
     if reason := refusal(result, kept, safety):
         raise ReconcilerError(f"{reason}; nothing was written")
 

@@ -1,9 +1,16 @@
-"""Validated documents -> resources keyed by natural key, and the checks across files."""
+"""Validated documents -> resources keyed by natural key, and the checks across files.
+
+A Resource is compact on purpose: the per-file cache holds 160,000 of them for a large fleet.
+Its fields are kept as canonical JSON (`body`) with a digest of what the database row is
+compared on, so an unchanged resource is recognised without comparing field by field.
+"""
 
 from __future__ import annotations
 
+import hashlib
+import json
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from reconciler.core import problems as codes
@@ -12,23 +19,34 @@ from reconciler.core.yamldoc import Document
 
 KIND_ORDER = ("project", "workflow", "membership", "tool", "upgrade_advisory")
 Identity = tuple[str, ...]
+Slot = tuple[str, Identity]
+ANY_BRANCH = "*"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Resource:
-    """One row the files ask for. `fields` has the shape the database rows are compared in."""
+    """One row the files ask for."""
 
     kind: str
     identity: Identity
-    fields: dict[str, Any]
+    body: str  # the fields, in the shape database rows are compared in, as canonical JSON
+    digest: str  # of the compared fields; stored on the row as spec_hash when applied
     source: Source
     inline: bool = False
-    refs: dict[str, Source] = field(default_factory=dict)  # where `project`/`user` are written
-    label: str | None = None  # the key as written, where the identity is resolved (memberships)
+    refs: tuple[tuple[str, Source], ...] = ()  # where `project` / `user` are written
+    label: str | None = None  # the key as written (memberships)
+    runs_on: str | None = None  # workflows: the branch whose pushes run it, ANY_BRANCH, or None
 
     @property
     def key(self) -> str:
         return self.label or resource_key(self.kind, self.identity)
+
+    @property
+    def fields(self) -> dict[str, Any]:
+        return json.loads(self.body)  # type: ignore[no-any-return]
+
+    def ref(self, name: str) -> Source:
+        return dict(self.refs).get(name, self.source)
 
 
 def resource_key(kind: str, identity: Identity) -> str:
@@ -36,6 +54,20 @@ def resource_key(kind: str, identity: Identity) -> str:
     if kind == "tool":
         return f"{identity[0]}@{identity[1]}"
     return "/".join(identity)
+
+
+def digest_of(kind: str, fields: dict[str, Any]) -> str:
+    """What a row is compared on; a membership's user is its identity, resolved elsewhere."""
+    compared = {k: v for k, v in fields.items() if not (kind == "membership" and k == "user")}
+    text = json.dumps(compared, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.blake2b(text.encode(), digest_size=16).hexdigest()
+
+
+def make(
+    kind: str, identity: Identity, fields: dict[str, Any], source: Source, **extra: Any
+) -> Resource:
+    body = json.dumps(fields, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return Resource(kind, identity, body, digest_of(kind, fields), source, **extra)
 
 
 def resources_of(document: Document) -> list[Resource]:
@@ -56,7 +88,7 @@ def resources_of(document: Document) -> list[Resource]:
 def _project(document: Document) -> list[Resource]:
     value = document.value
     slug = value["slug"]
-    project = Resource(
+    project = make(
         "project",
         (slug,),
         {
@@ -84,7 +116,10 @@ def _project(document: Document) -> list[Resource]:
 def _workflow(
     document: Document, spec: dict[str, Any], path: tuple[Any, ...], project: str, *, inline: bool
 ) -> Resource:
-    return Resource(
+    enabled = spec.get("enabled", True)
+    triggers = sorted(spec.get("on", []))
+    runs_on = (spec.get("git_ref") or ANY_BRANCH) if enabled and "push" in triggers else None
+    return make(
         "workflow",
         (project, spec["type"], spec["name"]),
         {
@@ -92,14 +127,15 @@ def _workflow(
             "type": spec["type"],
             "name": spec["name"],
             "description": spec.get("description"),
-            "enabled": spec.get("enabled", True),
+            "enabled": enabled,
             "git_ref": spec.get("git_ref"),
-            "triggers": sorted(spec.get("on", [])),
+            "triggers": triggers,
             "config": spec.get("config", {}),
         },
         document.at(path),
-        inline,
-        {"project": document.at((*path, "project")) if not inline else document.at(path)},
+        inline=inline,
+        refs=(("project", document.at((*path, "project"))),) if not inline else (),
+        runs_on=runs_on,
     )
 
 
@@ -107,22 +143,22 @@ def _membership(
     document: Document, spec: dict[str, Any], path: tuple[Any, ...], project: str, *, inline: bool
 ) -> Resource:
     user = spec["user"]
-    return Resource(
+    refs = [("user", document.at((*path, "user")))]
+    if not inline:
+        refs.append(("project", document.at((*path, "project"))))
+    return make(
         "membership",
         (project, user.lower()),
         {"project": project, "user": user.lower(), "role": spec["role"]},
         document.at(path),
-        inline,
-        {
-            "project": document.at((*path, "project")) if not inline else document.at(path),
-            "user": document.at((*path, "user")),
-        },
+        inline=inline,
+        refs=tuple(refs),
         label=f"{project}/{user}",
     )
 
 
 def _tool(document: Document, value: dict[str, Any]) -> Resource:
-    return Resource(
+    return make(
         "tool",
         (value["name"], value["version"]),
         {
@@ -136,7 +172,7 @@ def _tool(document: Document, value: dict[str, Any]) -> Resource:
 
 
 def _advisory(document: Document, value: dict[str, Any]) -> Resource:
-    return Resource(
+    return make(
         "upgrade_advisory",
         (value["key"],),
         {
@@ -155,9 +191,10 @@ def _advisory(document: Document, value: dict[str, Any]) -> Resource:
 
 @dataclass(frozen=True)
 class DesiredState:
-    """Every resource the files ask for, by (kind, identity), in a deterministic order."""
+    """Every resource the files ask for, by slot (kind, identity). A membership's slot holds
+    the resolved user id once `resolve_members` has run."""
 
-    resources: dict[tuple[str, Identity], Resource]
+    resources: dict[Slot, Resource]
 
     def of_kind(self, kind: str) -> list[Resource]:
         return [r for (k, _), r in self.resources.items() if k == kind]
@@ -169,30 +206,26 @@ class DesiredState:
 def assemble(
     resources: Iterable[Resource], known_projects: set[str]
 ) -> tuple[DesiredState, list[Problem]]:
-    """Index the resources; report duplicates and references to projects nobody defines."""
-    indexed: dict[tuple[str, Identity], Resource] = {}
+    """Index the resources (in file order); report duplicates and unknown projects."""
+    indexed: dict[Slot, Resource] = {}
     found: list[Problem] = []
-    for resource in sorted(resources, key=_order):
+    for resource in resources:
         slot = (resource.kind, resource.identity)
-        first = indexed.get(slot)
-        if first is None:
-            indexed[slot] = resource
-        else:
+        first = indexed.setdefault(slot, resource)
+        if first is not resource:
             found.append(_duplicate(resource, first))
-    state = DesiredState(indexed)
-    projects = state.projects() | known_projects
-    for resource in indexed.values():
-        project = resource.fields.get("project")
-        if resource.kind in ("workflow", "membership") and project not in projects:
+    projects = {identity[0] for kind, identity in indexed if kind == "project"} | known_projects
+    for (kind, identity), resource in indexed.items():
+        if kind in ("workflow", "membership") and identity[0] not in projects:
             found.append(
                 Problem(
-                    resource.refs["project"],
+                    resource.ref("project"),
                     codes.UNKNOWN_PROJECT,
-                    f"{resource.kind} {resource.key}: project {project!r} is neither in the files "
+                    f"{kind} {resource.key}: project {identity[0]!r} is neither in the files "
                     "nor in the database",
                 )
             )
-    return state, found
+    return DesiredState(indexed), found
 
 
 def _duplicate(resource: Resource, first: Resource) -> Problem:
@@ -204,7 +237,3 @@ def _duplicate(resource: Resource, first: Resource) -> Problem:
         code,
         f"{resource.kind} {resource.key} is already defined at {first.source}",
     )
-
-
-def _order(resource: Resource) -> tuple[int, Identity, Source]:
-    return KIND_ORDER.index(resource.kind), resource.identity, resource.source

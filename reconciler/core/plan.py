@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
 from reconciler.core import problems as codes
-from reconciler.core.desired import KIND_ORDER, DesiredState, Identity, Resource
+from reconciler.core.desired import ANY_BRANCH, KIND_ORDER, DesiredState, Identity, Resource, Slot
 from reconciler.core.problems import Problem
 
 ACTIONS = ("create", "update", "delete", "archive", "disable", "adopt")
@@ -84,33 +83,62 @@ class Plan:
         return [c for c in self.changes if c.action in ("delete", "archive", "disable")]
 
 
-def diff(desired: DesiredState, actual: dict[tuple[str, Identity], Row]) -> list[Change]:
-    """What to do per resource, in kind order then key order. Pure and deterministic."""
-    changes = [c for r in desired.resources.values() if (c := _against(r, actual.get(_slot(r))))]
+@dataclass(frozen=True, slots=True)
+class Indexed:
+    """What the cheap read of the database says of a row: enough to see it did not change."""
+
+    id: Any
+    spec_hash: str | None
+    managed: bool
+
+
+def needs_detail(desired: DesiredState, index: dict[Slot, Indexed]) -> list[Slot]:
+    """The rows whose full content the diff needs: those that may differ, and the prunes."""
+    slots = [
+        slot
+        for slot, want in desired.resources.items()
+        if (row := index.get(slot)) is not None
+        and (not row.managed or row.spec_hash != want.digest)
+    ]
+    slots += [s for s, row in index.items() if row.managed and s not in desired.resources]
+    return slots
+
+
+def diff(desired: DesiredState, index: dict[Slot, Indexed], rows: dict[Slot, Row]) -> list[Change]:
+    """What to do per resource, in kind order then key order. Pure and deterministic.
+
+    `index` has every row; `rows` the full content of those `needs_detail` named.
+    """
+    changes = []
+    for slot, want in desired.resources.items():
+        if slot not in index:
+            changes.append(
+                Change(want.kind, want.key, "create", (), None, _after(slot, want), slot[1])
+            )
+        elif (row := rows.get(slot)) is not None and (change := _against(slot, want, row)):
+            changes.append(change)
     changes += [
         c
-        for slot, row in actual.items()
+        for slot, row in rows.items()
         if row.managed and slot not in desired.resources and (c := _prune(row))
     ]
     return sorted(changes, key=lambda c: (KIND_ORDER.index(c.kind), c.key))
 
 
-def _slot(resource: Resource) -> tuple[str, Identity]:
-    return resource.kind, resource.identity
+def _after(slot: Slot, want: Resource) -> dict[str, Any]:
+    fields = want.fields
+    if want.kind == "membership":
+        fields["user"] = slot[1][1]  # the resolved user id
+    return fields
 
 
-def _against(want: Resource, row: Row | None) -> Change | None:
-    if row is None:
-        return Change(want.kind, want.key, "create", (), None, want.fields, want.identity)
-    paths = tuple(changed_paths(row.fields, want.fields))
+def _against(slot: Slot, want: Resource, row: Row) -> Change | None:
+    after = _after(slot, want)
+    paths = tuple(changed_paths(row.fields, after))
     if not row.managed:
-        return Change(
-            want.kind, want.key, "adopt", paths, row.fields, want.fields, want.identity, row.id
-        )
+        return Change(want.kind, want.key, "adopt", paths, row.fields, after, slot[1], row.id)
     if paths:
-        return Change(
-            want.kind, want.key, "update", paths, row.fields, want.fields, want.identity, row.id
-        )
+        return Change(want.kind, want.key, "update", paths, row.fields, after, slot[1], row.id)
     return None
 
 
@@ -151,15 +179,11 @@ def changed_paths(before: Any, after: Any, prefix: str = "") -> list[str]:
 
 def plan_runs(desired: DesiredState, git: GitContext, existing_keys: set[str]) -> list[RunRequest]:
     """One run per commit for each enabled `on: [push]` workflow whose git_ref is the ref."""
-    runs = []
-    for workflow in desired.of_kind("workflow"):
-        fields = workflow.fields
-        if "push" not in fields["triggers"] or not fields["enabled"]:
-            continue
-        if fields["git_ref"] is not None and fields["git_ref"] != git.ref:
-            continue
-        runs.append(_run(workflow, git, existing_keys))
-    return runs
+    return [
+        _run(workflow, git, existing_keys)
+        for workflow in desired.of_kind("workflow")
+        if workflow.runs_on is not None and workflow.runs_on in (ANY_BRANCH, git.ref)
+    ]
 
 
 def idempotency_key(commit: str, workflow_key: str) -> str:
@@ -168,7 +192,7 @@ def idempotency_key(commit: str, workflow_key: str) -> str:
 
 
 def _run(workflow: Resource, git: GitContext, existing_keys: set[str]) -> RunRequest:
-    project = workflow.fields["project"]
+    project = workflow.identity[0]
     if git.commit is None or not git.clean:
         return RunRequest(
             project, workflow.key, workflow.identity, None, "skip", git.reason or "no commit"
@@ -181,38 +205,43 @@ def _run(workflow: Resource, git: GitContext, existing_keys: set[str]) -> RunReq
 def resolve_members(
     desired: DesiredState, users: dict[str, str], *, create_missing: bool
 ) -> tuple[DesiredState, list[str], list[Problem]]:
-    """Memberships name users by e-mail or uuid; turn those into user ids.
+    """Memberships name users by e-mail or uuid: key them by user id instead.
 
     Unknown users are problems, unless `create_missing` (the compatible auth schema of a plain
-    PostgreSQL), where unknown e-mails become users to create.
+    PostgreSQL), where unknown e-mails become users to create (id `new:EMAIL` until then).
     """
-    resolved: dict[tuple[str, Identity], Resource] = {}
-    new_users: list[str] = []
+    resolved: dict[Slot, Resource] = {}
+    new_users: set[str] = set()
     found: list[Problem] = []
     for slot, resource in desired.resources.items():
-        if resource.kind != "membership":
+        if slot[0] != "membership":
             resolved[slot] = resource
             continue
-        written = resource.fields["user"]
+        project, written = slot[1]
         user_id = users.get(written)
         if user_id is None and create_missing and "@" in written:
-            new_users.append(written)
+            new_users.add(written)
             user_id = f"new:{written}"
         if user_id is None:
             found.append(
                 Problem(
-                    resource.refs["user"],
+                    resource.ref("user"),
                     codes.UNKNOWN_USER,
                     f"membership {resource.key}: no user {written!r} in auth.users",
                 )
             )
             continue
-        identity = (resource.identity[0], user_id)
-        fields = {**resource.fields, "user": user_id}
-        resolved[("membership", identity)] = dataclasses.replace(
-            resource, identity=identity, fields=fields
-        )
-    return DesiredState(resolved), sorted(set(new_users)), found
+        first = resolved.setdefault(("membership", (project, user_id)), resource)
+        if first is not resource:
+            found.append(
+                Problem(
+                    resource.source,
+                    codes.DUPLICATE_RESOURCE,
+                    f"membership {resource.key} names the same user as "
+                    f"{first.key} at {first.source}",
+                )
+            )
+    return DesiredState(resolved), sorted(new_users), found
 
 
 def collect(*groups: Iterable[Problem]) -> list[Problem]:

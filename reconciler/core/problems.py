@@ -26,7 +26,7 @@ DATABASE_REFUSED = "E140"
 UNREADABLE_FILE = "E150"
 
 
-@dataclass(frozen=True, order=True)
+@dataclass(frozen=True, order=True, slots=True)
 class Source:
     """Where a value is written: the file relative to the state directory, 1-based line/col."""
 

@@ -30,6 +30,7 @@ drop function if exists ops.validate_run_insert();
 drop function if exists ops.validate_run_status_transition();
 drop function if exists ops.record_run_status_change();
 drop function if exists ops.refuse_run_event_update();
+drop function if exists ops.clear_spec_hash();
 
 drop view if exists ops.agent_runs_v;
 drop view if exists ops.agent_run_logs_v;

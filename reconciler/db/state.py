@@ -1,44 +1,67 @@
-"""The actual state: the rows of the ops.* tables in the shape of the desired resources."""
+"""The actual state: an index of every row (cheap), and full rows for those the diff needs."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
 import psycopg
 
-from reconciler.core.desired import Identity, resource_key
-from reconciler.core.plan import Row
+from reconciler.core.desired import Slot, resource_key
+from reconciler.core.plan import Indexed, Row
 from reconciler.db.queries import query
 
 Conn = psycopg.Connection[Any]
-Slot = tuple[str, Identity]
 
 
 @dataclass(frozen=True)
 class ActualState:
-    rows: dict[Slot, Row]
+    index: dict[Slot, Indexed]
     users: dict[str, str]  # lower-case e-mail or uuid -> user id
 
     def project_ids(self) -> dict[str, Any]:
         return {
-            row.identity[0]: row.id for (kind, _), row in self.rows.items() if kind == "project"
+            identity[0]: row.id for (kind, identity), row in self.index.items() if kind == "project"
         }
 
-    def workflow_ids(self) -> dict[Identity, Any]:
-        return {row.identity: row.id for (kind, _), row in self.rows.items() if kind == "workflow"}
+    def workflow_ids(self) -> dict[tuple[str, ...], Any]:
+        return {
+            identity: row.id for (kind, identity), row in self.index.items() if kind == "workflow"
+        }
 
 
 def read(conn: Conn) -> ActualState:
-    rows: dict[Slot, Row] = {}
-    for row in (
-        _projects(conn) + _workflows(conn) + _memberships(conn) + _tools(conn) + _advisories(conn)
+    index: dict[Slot, Indexed] = {}
+    for kind, name, width in (
+        ("project", "index_projects", 1),
+        ("workflow", "index_workflows", 3),
+        ("membership", "index_memberships", 2),
+        ("tool", "index_tools", 2),
+        ("upgrade_advisory", "index_advisories", 1),
     ):
-        rows[(row.kind, row.identity)] = row
-    return ActualState(rows, _users(conn))
+        for record in conn.execute(query(name)):
+            index[(kind, tuple(record[:width]))] = Indexed(*record[width:])
+    return ActualState(index, _users(conn))
 
 
-def _projects(conn: Conn) -> list[Row]:
+def read_rows(conn: Conn, actual: ActualState, slots: Iterable[Slot]) -> dict[Slot, Row]:
+    """The full content of the rows at these slots."""
+    ids: dict[str, list[Any]] = {}
+    for kind, identity in slots:
+        ids.setdefault(kind, []).append(actual.index[(kind, identity)].id)
+    rows: dict[Slot, Row] = {}
+    for kind, reader in _READERS.items():
+        if ids.get(kind):
+            rows.update((row_slot(r), r) for r in reader(conn, ids[kind]))
+    return rows
+
+
+def row_slot(row: Row) -> Slot:
+    return row.kind, row.identity
+
+
+def _projects(conn: Conn, ids: list[Any]) -> list[Row]:
     rows = []
     for (
         id_,
@@ -50,7 +73,7 @@ def _projects(conn: Conn) -> list[Row]:
         status,
         config,
         managed,
-    ) in conn.execute(query("read_projects")):
+    ) in conn.execute(query("read_projects"), {"ids": ids}):
         fields = {
             "slug": slug,
             "workspace_key": workspace_key,
@@ -64,7 +87,7 @@ def _projects(conn: Conn) -> list[Row]:
     return rows
 
 
-def _workflows(conn: Conn) -> list[Row]:
+def _workflows(conn: Conn, ids: list[Any]) -> list[Row]:
     rows = []
     for (
         id_,
@@ -77,31 +100,25 @@ def _workflows(conn: Conn) -> list[Row]:
         triggers,
         config,
         managed,
-    ) in conn.execute(query("read_workflows")):
+    ) in conn.execute(query("read_workflows"), {"ids": ids}):
         identity = (slug, type_, name)
+        fields = {
+            "project": slug,
+            "type": type_,
+            "name": name,
+            "description": description,
+            "enabled": enabled,
+            "git_ref": git_ref,
+            "triggers": sorted(triggers),
+            "config": config,
+        }
         rows.append(
-            Row(
-                "workflow",
-                identity,
-                id_,
-                {
-                    "project": slug,
-                    "type": type_,
-                    "name": name,
-                    "description": description,
-                    "enabled": enabled,
-                    "git_ref": git_ref,
-                    "triggers": sorted(triggers),
-                    "config": config,
-                },
-                managed,
-                resource_key("workflow", identity),
-            )
+            Row("workflow", identity, id_, fields, managed, resource_key("workflow", identity))
         )
     return rows
 
 
-def _memberships(conn: Conn) -> list[Row]:
+def _memberships(conn: Conn, ids: list[Any]) -> list[Row]:
     return [
         Row(
             "membership",
@@ -111,11 +128,13 @@ def _memberships(conn: Conn) -> list[Row]:
             managed,
             f"{slug}/{shown}",
         )
-        for id_, slug, user_id, shown, role, managed in conn.execute(query("read_memberships"))
+        for id_, slug, user_id, shown, role, managed in (
+            conn.execute(query("read_memberships"), {"ids": ids})
+        )
     ]
 
 
-def _tools(conn: Conn) -> list[Row]:
+def _tools(conn: Conn, ids: list[Any]) -> list[Row]:
     return [
         Row(
             "tool",
@@ -125,11 +144,13 @@ def _tools(conn: Conn) -> list[Row]:
             managed,
             resource_key("tool", (name, version)),
         )
-        for id_, name, version, image, config, managed in conn.execute(query("read_tools"))
+        for id_, name, version, image, config, managed in (
+            conn.execute(query("read_tools"), {"ids": ids})
+        )
     ]
 
 
-def _advisories(conn: Conn) -> list[Row]:
+def _advisories(conn: Conn, ids: list[Any]) -> list[Row]:
     rows = []
     for (
         id_,
@@ -142,27 +163,28 @@ def _advisories(conn: Conn) -> list[Row]:
         guide,
         modules,
         managed,
-    ) in conn.execute(query("read_advisories")):
-        rows.append(
-            Row(
-                "upgrade_advisory",
-                (key,),
-                id_,
-                {
-                    "key": key,
-                    "from_version": from_v,
-                    "to_version": to_v,
-                    "severity": severity,
-                    "title": title,
-                    "description": description,
-                    "migration_guide": guide,
-                    "affects_modules": modules,
-                },
-                managed,
-                key,
-            )
-        )
+    ) in conn.execute(query("read_advisories"), {"ids": ids}):
+        fields = {
+            "key": key,
+            "from_version": from_v,
+            "to_version": to_v,
+            "severity": severity,
+            "title": title,
+            "description": description,
+            "migration_guide": guide,
+            "affects_modules": modules,
+        }
+        rows.append(Row("upgrade_advisory", (key,), id_, fields, managed, key))
     return rows
+
+
+_READERS = {
+    "project": _projects,
+    "workflow": _workflows,
+    "membership": _memberships,
+    "tool": _tools,
+    "upgrade_advisory": _advisories,
+}
 
 
 def _users(conn: Conn) -> dict[str, str]:

@@ -1,15 +1,15 @@
 """Writes a plan's changes and runs, inside the caller's transaction, in dependency order.
 
 Creates go through COPY (with ids made here, so children can refer to new parents at once);
-updates by id; deletes first, in reverse dependency order. When the database refuses a batch,
-the batch is replayed row by row to name the resource it refused.
+updates by id; deletes first, in reverse dependency order. Every written row gets the files'
+digest as spec_hash. When the database refuses a batch, the batch is replayed row by row to
+name the resource it refused.
 """
 
 from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Callable, Iterable
 from typing import Any
 
 import psycopg
@@ -25,11 +25,23 @@ from reconciler.errors import ReconcilerError
 
 Conn = psycopg.Connection[Any]
 MANAGER = "ops-reconciler"
+REFUSALS = (psycopg.errors.IntegrityError, psycopg.errors.DataError, psycopg.errors.RaiseException)
 _DELETES = {
     "membership": "delete_memberships",
     "tool": "delete_tools",
     "upgrade_advisory": "delete_advisories",
 }
+_STEPS = {  # kind -> (COPY for creates, UPDATE by id)
+    "project": ("create_projects", "update_project"),
+    "workflow": ("create_workflows", "update_workflow"),
+    "membership": ("create_memberships", "update_membership"),
+    "tool": ("create_tools", "update_tool"),
+    "upgrade_advisory": ("create_advisories", "update_advisory"),
+}
+
+
+def _dumps(value: Any) -> str:
+    return json.dumps(value, default=str)
 
 
 class DatabaseRefused(ReconcilerError):
@@ -57,21 +69,14 @@ class Writer:
             if deleted:
                 self.conn.execute(query(_DELETES[kind]), {"ids": deleted})
         self._create_users(plan.new_users)
-        for kind, step in (
-            ("project", self._projects),
-            ("workflow", self._workflows),
-            ("membership", self._memberships),
-            ("tool", self._tools),
-            ("upgrade_advisory", self._advisories),
-        ):
-            changes = [c for c in by_kind.get(kind, []) if c.action != "delete"]
-            if changes:
-                step(changes)
+        for kind, (create, update) in _STEPS.items():
+            changes = by_kind.get(kind, [])
+            creates = [c for c in changes if c.action == "create"]
+            self._copy(create, [self._new_row(c) for c in creates], creates)
+            self._update(update, [c for c in changes if c.action not in ("create", "delete")])
         self._enqueue(plan)
 
-    # -- per kind ------------------------------------------------------------------------
-
-    def _create_users(self, emails: Iterable[str]) -> None:
+    def _create_users(self, emails: tuple[str, ...]) -> None:
         rows = []
         for email in emails:
             user_id = str(uuid.uuid4())
@@ -79,110 +84,89 @@ class Writer:
             rows.append((user_id, email))
         self._copy("create_users", rows, [])
 
-    def _projects(self, changes: list[Change]) -> None:
-        creates = [c for c in changes if c.action == "create"]
-        rows = []
-        for change in creates:
-            f = change.after or {}
-            new_id = uuid.uuid4()
+    def _new_row(self, change: Change) -> tuple[Any, ...]:
+        """The COPY row of a created resource; remembers new project and workflow ids."""
+        f, new_id, digest = change.after or {}, uuid.uuid4(), self._digest(change)
+        if change.kind == "project":
             self.project_ids[f["slug"]] = new_id
-            rows.append(
-                (
-                    new_id,
-                    f["slug"],
-                    f["workspace_key"],
-                    f["name"],
-                    f["description"],
-                    f["odoo_version"],
-                    f["status"],
-                    Jsonb(f["config"]),
-                    MANAGER,
-                )
-            )
-        self._copy("create_projects", rows, creates)
-        self._update(
-            "update_project",
-            [c for c in changes if c.action != "create"],
-            lambda f: {**f, "config": Jsonb(f["config"])},
-        )
-
-    def _workflows(self, changes: list[Change]) -> None:
-        creates = [c for c in changes if c.action == "create"]
-        rows = []
-        for change in creates:
-            f = change.after or {}
-            new_id = uuid.uuid4()
-            self.workflow_ids[change.identity] = new_id
-            rows.append(
-                (
-                    new_id,
-                    self.project_ids[f["project"]],
-                    f["type"],
-                    f["name"],
-                    f["description"],
-                    f["enabled"],
-                    f["git_ref"],
-                    f["triggers"],
-                    Jsonb(f["config"]),
-                    MANAGER,
-                )
-            )
-        self._copy("create_workflows", rows, creates)
-        self._update(
-            "update_workflow",
-            [c for c in changes if c.action != "create"],
-            lambda f: {**f, "config": Jsonb(f["config"])},
-        )
-
-    def _memberships(self, changes: list[Change]) -> None:
-        creates = [c for c in changes if c.action == "create"]
-        rows = [
-            (
-                uuid.uuid4(),
-                self.project_ids[c.identity[0]],
-                self.user_ids.get(c.identity[1], c.identity[1]),
-                (c.after or {})["role"],
-                MANAGER,
-            )
-            for c in creates
-        ]
-        self._copy("create_memberships", rows, creates)
-        self._update("update_membership", [c for c in changes if c.action != "create"], lambda f: f)
-
-    def _tools(self, changes: list[Change]) -> None:
-        creates = [c for c in changes if c.action == "create"]
-        rows = [
-            (uuid.uuid4(), f["name"], f["version"], f["docker_image"], Jsonb(f["config"]), MANAGER)
-            for f in (c.after or {} for c in creates)
-        ]
-        self._copy("create_tools", rows, creates)
-        self._update(
-            "update_tool",
-            [c for c in changes if c.action != "create"],
-            lambda f: {**f, "config": Jsonb(f["config"])},
-        )
-
-    def _advisories(self, changes: list[Change]) -> None:
-        creates = [c for c in changes if c.action == "create"]
-        rows = [
-            (
-                uuid.uuid4(),
-                f["key"],
-                f["from_version"],
-                f["to_version"],
-                f["severity"],
-                f["title"],
+            return (
+                new_id,
+                f["slug"],
+                f["workspace_key"],
+                f["name"],
                 f["description"],
-                f["migration_guide"],
-                f["affects_modules"],
+                f["odoo_version"],
+                f["status"],
+                Jsonb(f["config"]),
                 MANAGER,
+                digest,
             )
-            for f in (c.after or {} for c in creates)
-        ]
-        self._copy("create_advisories", rows, creates)
-        self._update("update_advisory", [c for c in changes if c.action != "create"], lambda f: f)
+        if change.kind == "workflow":
+            self.workflow_ids[change.identity] = new_id
+            return (
+                new_id,
+                self.project_ids[f["project"]],
+                f["type"],
+                f["name"],
+                f["description"],
+                f["enabled"],
+                f["git_ref"],
+                f["triggers"],
+                Jsonb(f["config"]),
+                MANAGER,
+                digest,
+            )
+        if change.kind == "membership":
+            user = change.identity[1]
+            return (
+                new_id,
+                self.project_ids[change.identity[0]],
+                self.user_ids.get(user, user),
+                f["role"],
+                MANAGER,
+                digest,
+            )
+        if change.kind == "tool":
+            return (
+                new_id,
+                f["name"],
+                f["version"],
+                f["docker_image"],
+                Jsonb(f["config"]),
+                MANAGER,
+                digest,
+            )
+        return (
+            new_id,
+            f["key"],
+            f["from_version"],
+            f["to_version"],
+            f["severity"],
+            f["title"],
+            f["description"],
+            f["migration_guide"],
+            f["affects_modules"],
+            MANAGER,
+            digest,
+        )
 
-    # -- runs -----------------------------------------------------------------------------
+    def _update_values(self, change: Change) -> dict[str, Any]:
+        values = dict(change.after or {})
+        if "config" in values:
+            values["config"] = Jsonb(values["config"])
+        return {
+            **values,
+            "id": change.row_id,
+            "managed_by": MANAGER,
+            "spec_hash": self._digest(change),
+        }
+
+    def _digest(self, change: Change) -> str | None:
+        """The spec_hash a written row gets: the files' digest; none for a pruned row."""
+        if change.action in ("archive", "disable"):
+            return None
+        resource = self.desired.resources.get((change.kind, change.identity))
+        return resource.digest if resource else None
 
     def _enqueue(self, plan: Plan) -> None:
         enqueued = plan.enqueued
@@ -216,69 +200,58 @@ class Writer:
                 ],
             )
 
-    def record(self, plan: Plan, plan_json: dict[str, Any]) -> None:
+    def record(self, plan: Plan) -> None:
+        """What was applied: every change by kind, key, action and field paths (the values
+        are in the rows themselves), and the runs enqueued."""
+        changes = [
+            {"kind": c.kind, "key": c.key, "action": c.action, "fields": list(c.paths)}
+            for c in plan.changes
+        ]
+        runs = [
+            {"workflow": r.workflow, "idempotency_key": r.idempotency_key} for r in plan.enqueued
+        ]
         self.conn.execute(
             query("record_apply"),
             {
                 "commit": plan.commit,
                 "ref": plan.ref,
                 "summary": Jsonb(plan.summary()),
-                "plan": Jsonb(json.loads(json.dumps(plan_json, default=str))),
+                "plan": Jsonb(
+                    {"changes": changes, "runs": runs, "users": list(plan.new_users)}, dumps=_dumps
+                ),
             },
         )
-
-    # -- mechanics ------------------------------------------------------------------------
 
     def _copy(self, name: str, rows: list[tuple[Any, ...]], changes: list[Change]) -> None:
         if not rows:
             return
         try:
-            with (
-                self.conn.transaction(),
-                self.conn.cursor() as cursor,
-                cursor.copy(query(name)) as copy,
-            ):
-                for row in rows:
-                    copy.write_row(row)
-        except (
-            psycopg.errors.IntegrityError,
-            psycopg.errors.DataError,
-            psycopg.errors.RaiseException,
-        ) as exc:
-            self._blame(name, rows, changes, exc)
+            self._copy_rows(name, rows)
+        except REFUSALS as exc:
+            for row, change in zip(rows, changes, strict=False):  # find the refused one
+                try:
+                    self._copy_rows(name, [row])
+                except psycopg.Error as row_exc:
+                    raise self._refused(change, row_exc) from None
+            raise self._refused(changes[0], exc) if changes else exc
 
-    def _blame(
-        self, name: str, rows: list[tuple[Any, ...]], changes: list[Change], exc: psycopg.Error
-    ) -> None:
-        """Replay the batch one row at a time to name the resource the database refused."""
-        for row, change in zip(rows, changes, strict=False):
-            try:
-                with (
-                    self.conn.transaction(),
-                    self.conn.cursor() as cursor,
-                    cursor.copy(query(name)) as copy,
-                ):
-                    copy.write_row(row)
-            except psycopg.Error as row_exc:
-                raise self._refused(change, row_exc) from None
-        raise self._refused(changes[0], exc) if changes else exc
+    def _copy_rows(self, name: str, rows: list[tuple[Any, ...]]) -> None:
+        with (
+            self.conn.transaction(),
+            self.conn.cursor() as cursor,
+            cursor.copy(query(name)) as copy,
+        ):
+            for row in rows:
+                copy.write_row(row)
 
-    def _update(
-        self, name: str, changes: list[Change], params: Callable[[dict[str, Any]], dict[str, Any]]
-    ) -> None:
+    def _update(self, name: str, changes: list[Change]) -> None:
         if not changes:
             return
-        values = [
-            {**params(dict(c.after or {})), "id": c.row_id, "managed_by": MANAGER} for c in changes
-        ]
+        values = [self._update_values(c) for c in changes]
         try:
             with self.conn.transaction(), self.conn.cursor() as cursor:
                 cursor.executemany(query(name), values)
-        except (
-            psycopg.errors.IntegrityError,
-            psycopg.errors.DataError,
-            psycopg.errors.RaiseException,
-        ):
+        except REFUSALS:
             for change, value in zip(changes, values, strict=True):
                 try:
                     with self.conn.transaction():

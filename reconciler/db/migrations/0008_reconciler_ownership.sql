@@ -2,6 +2,9 @@
 -- * managed_by: who owns a row. The reconciler changes and prunes only rows it manages
 --   (created or adopted by it); a row with NULL is someone else's and is shown as `adopt`.
 -- * ops.workflows.triggers: the events that enqueue runs (`push`), from the `on:` of the files.
+-- * spec_hash: the digest of the files' version of a managed row, written by each apply. A plan
+--   compares it instead of every field; any other change to the row's content clears it (the
+--   trigger below), so a row edited outside reconcile is compared in full and shows as drift.
 -- * ops.reconcile_applies: a record of every apply (commit, ref, who, when, summary, plan).
 
 alter table ops.projects add column managed_by text;
@@ -9,6 +12,38 @@ alter table ops.workflows add column managed_by text;
 alter table ops.project_memberships add column managed_by text;
 alter table ops.tools add column managed_by text;
 alter table ops.upgrade_advisories add column managed_by text;
+
+alter table ops.projects add column spec_hash text;
+alter table ops.workflows add column spec_hash text;
+alter table ops.project_memberships add column spec_hash text;
+alter table ops.tools add column spec_hash text;
+alter table ops.upgrade_advisories add column spec_hash text;
+
+-- Clears spec_hash when a row's content changes by an update that does not set it. The
+-- arguments name columns that are not content (bookkeeping the database or workers change).
+create function ops.clear_spec_hash()
+returns trigger
+language plpgsql
+as $$
+begin
+  if new.spec_hash is not distinct from old.spec_hash
+     and (to_jsonb(new) - tg_argv) is distinct from (to_jsonb(old) - tg_argv) then
+    new.spec_hash := null;
+  end if;
+  return new;
+end;
+$$;
+
+create trigger clear_spec_hash before update on ops.projects
+  for each row execute function ops.clear_spec_hash('spec_hash', 'updated_at', 'last_run_number');
+create trigger clear_spec_hash before update on ops.workflows
+  for each row execute function ops.clear_spec_hash('spec_hash', 'updated_at', 'git_commit');
+create trigger clear_spec_hash before update on ops.project_memberships
+  for each row execute function ops.clear_spec_hash('spec_hash', 'updated_at');
+create trigger clear_spec_hash before update on ops.tools
+  for each row execute function ops.clear_spec_hash('spec_hash', 'updated_at');
+create trigger clear_spec_hash before update on ops.upgrade_advisories
+  for each row execute function ops.clear_spec_hash('spec_hash', 'updated_at');
 
 alter table ops.workflows
   add column triggers text[] not null default '{}'

@@ -1,15 +1,40 @@
 -- Queries of `reconcile plan` and `reconcile apply`. Values only through %(name)s / %s.
 
+-- The index: every row's identity, id, spec_hash and ownership; cheap to read.
+
+-- name: index_projects
+select slug, id, spec_hash, managed_by is not null from ops.projects
+
+-- name: index_workflows
+select p.slug, w.workflow_type, w.name, w.id, w.spec_hash, w.managed_by is not null
+from ops.workflows w
+join ops.projects p on p.id = w.project_id
+
+-- name: index_memberships
+select p.slug, m.user_id::text, m.id, m.spec_hash, m.managed_by is not null
+from ops.project_memberships m
+join ops.projects p on p.id = m.project_id
+
+-- name: index_tools
+select tool_name, version, id, spec_hash, managed_by is not null from ops.tools
+
+-- name: index_advisories
+select advisory_key, id, spec_hash, managed_by is not null from ops.upgrade_advisories
+
+-- The full content of the rows the diff needs, by id.
+
 -- name: read_projects
 select id, slug, workspace_key, name, description, odoo_version, status, config,
        managed_by is not null as managed
 from ops.projects
+where id = any(%(ids)s)
 
 -- name: read_workflows
 select w.id, p.slug, w.workflow_type, w.name, w.description, w.enabled, w.git_ref,
        w.triggers, w.config, w.managed_by is not null as managed
 from ops.workflows w
 join ops.projects p on p.id = w.project_id
+where w.id = any(%(ids)s)
 
 -- name: read_memberships
 select m.id, p.slug, m.user_id::text, coalesce(u.email, m.user_id::text), m.role,
@@ -17,15 +42,18 @@ select m.id, p.slug, m.user_id::text, coalesce(u.email, m.user_id::text), m.role
 from ops.project_memberships m
 join ops.projects p on p.id = m.project_id
 left join auth.users u on u.id = m.user_id
+where m.id = any(%(ids)s)
 
 -- name: read_tools
 select id, tool_name, version, docker_image, config, managed_by is not null as managed
 from ops.tools
+where id = any(%(ids)s)
 
 -- name: read_advisories
 select id, advisory_key, from_version, to_version, severity, title, description,
        migration_guide, affects_modules, managed_by is not null as managed
 from ops.upgrade_advisories
+where id = any(%(ids)s)
 
 -- name: read_users
 select id::text, lower(email) from auth.users
@@ -41,46 +69,46 @@ copy auth.users (id, email) from stdin
 
 -- name: create_projects
 copy ops.projects (id, slug, workspace_key, name, description, odoo_version, status, config,
-                   managed_by)
+                   managed_by, spec_hash)
 from stdin
 
 -- name: update_project
 update ops.projects
 set workspace_key = %(workspace_key)s, name = %(name)s, description = %(description)s,
     odoo_version = %(odoo_version)s, status = %(status)s, config = %(config)s,
-    managed_by = %(managed_by)s, updated_at = now()
+    managed_by = %(managed_by)s, spec_hash = %(spec_hash)s, updated_at = now()
 where id = %(id)s
 
 -- name: create_workflows
 copy ops.workflows (id, project_id, workflow_type, name, description, enabled, git_ref, triggers,
-                    config, managed_by)
+                    config, managed_by, spec_hash)
 from stdin
 
 -- name: update_workflow
 update ops.workflows
 set description = %(description)s, enabled = %(enabled)s, git_ref = %(git_ref)s,
     triggers = %(triggers)s, config = %(config)s, managed_by = %(managed_by)s,
-    updated_at = now()
+    spec_hash = %(spec_hash)s, updated_at = now()
 where id = %(id)s
 
 -- name: create_memberships
-copy ops.project_memberships (id, project_id, user_id, role, managed_by) from stdin
+copy ops.project_memberships (id, project_id, user_id, role, managed_by, spec_hash) from stdin
 
 -- name: update_membership
 update ops.project_memberships
-set role = %(role)s, managed_by = %(managed_by)s, updated_at = now()
+set role = %(role)s, managed_by = %(managed_by)s, spec_hash = %(spec_hash)s, updated_at = now()
 where id = %(id)s
 
 -- name: delete_memberships
 delete from ops.project_memberships where id = any(%(ids)s)
 
 -- name: create_tools
-copy ops.tools (id, tool_name, version, docker_image, config, managed_by) from stdin
+copy ops.tools (id, tool_name, version, docker_image, config, managed_by, spec_hash) from stdin
 
 -- name: update_tool
 update ops.tools
 set docker_image = %(docker_image)s, config = %(config)s, managed_by = %(managed_by)s,
-    updated_at = now()
+    spec_hash = %(spec_hash)s, updated_at = now()
 where id = %(id)s
 
 -- name: delete_tools
@@ -88,14 +116,16 @@ delete from ops.tools where id = any(%(ids)s)
 
 -- name: create_advisories
 copy ops.upgrade_advisories (id, advisory_key, from_version, to_version, severity, title,
-                             description, migration_guide, affects_modules, managed_by)
+                             description, migration_guide, affects_modules, managed_by,
+                             spec_hash)
 from stdin
 
 -- name: update_advisory
 update ops.upgrade_advisories
 set from_version = %(from_version)s, to_version = %(to_version)s, severity = %(severity)s,
     title = %(title)s, description = %(description)s, migration_guide = %(migration_guide)s,
-    affects_modules = %(affects_modules)s, managed_by = %(managed_by)s, updated_at = now()
+    affects_modules = %(affects_modules)s, managed_by = %(managed_by)s,
+    spec_hash = %(spec_hash)s, updated_at = now()
 where id = %(id)s
 
 -- name: delete_advisories
