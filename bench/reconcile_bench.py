@@ -39,8 +39,12 @@ from reconciler.db import migrations
 from reconciler.db.embedded import EmbeddedPostgres
 
 TABLES = ["auth.users", "ops.projects", "ops.workflows", "ops.project_memberships"]
-GIT = {"GIT_AUTHOR_NAME": "bench", "GIT_AUTHOR_EMAIL": "bench@example.com",
-       "GIT_COMMITTER_NAME": "bench", "GIT_COMMITTER_EMAIL": "bench@example.com"}
+GIT = {
+    "GIT_AUTHOR_NAME": "bench",
+    "GIT_AUTHOR_EMAIL": "bench@example.com",
+    "GIT_COMMITTER_NAME": "bench",
+    "GIT_COMMITTER_EMAIL": "bench@example.com",
+}
 
 
 @contextmanager
@@ -54,7 +58,9 @@ def server(url: str | None) -> Iterator[str]:
 
 def fresh_database(admin: str, name: str) -> str:
     with psycopg.connect(admin, autocommit=True) as conn:
-        conn.execute(sql.SQL("drop database if exists {} with (force)").format(sql.Identifier(name)))
+        conn.execute(
+            sql.SQL("drop database if exists {} with (force)").format(sql.Identifier(name))
+        )
         conn.execute(sql.SQL("create database {}").format(sql.Identifier(name)))
     url = make_conninfo(admin, dbname=name)
     with psycopg.connect(url) as conn:
@@ -63,8 +69,9 @@ def fresh_database(admin: str, name: str) -> str:
 
 
 def git(root: Path, *args: str) -> None:
-    subprocess.run(["git", *args], cwd=root, env={**os.environ, **GIT}, check=True,
-                   capture_output=True)
+    subprocess.run(
+        ["git", *args], cwd=root, env={**os.environ, **GIT}, check=True, capture_output=True
+    )
 
 
 def timed(action: Callable[[], Any]) -> float:
@@ -132,19 +139,25 @@ def main() -> None:
         with server(args.database_url) as admin:
             for n in args.sizes:
                 results[n] = bench_size(admin, n, work)
-                print(json.dumps({"n": n, **{k: round(v, 3) for k, v in results[n].items()}}),
-                      flush=True)
+                print(
+                    json.dumps({"n": n, **{k: round(v, 3) for k, v in results[n].items()}}),
+                    flush=True,
+                )
     finally:
         shutil.rmtree(work, ignore_errors=True)
     print()
-    print("| N | rows | cold plan | first apply | no-op plan | one-project edit | COPY TO | "
-          "COPY FROM | peak MiB |")
+    print(
+        "| N | rows | cold plan | first apply | no-op plan | one-project edit | COPY TO | "
+        "COPY FROM | peak MiB |"
+    )
     print("|---|---|---|---|---|---|---|---|---|")
     for n, f in results.items():
-        print(f"| {n:,} | {int(f['rows']):,} | {f['cold_plan_s']:.2f} s | "
-              f"{f['first_apply_s']:.2f} s | {f['noop_plan_s']:.2f} s | "
-              f"{f['edit_apply_s']:.2f} s | {f['copy_to_s']:.2f} s | {f['copy_from_s']:.2f} s | "
-              f"{f['peak_mib']:.0f} |")
+        print(
+            f"| {n:,} | {int(f['rows']):,} | {f['cold_plan_s']:.2f} s | "
+            f"{f['first_apply_s']:.2f} s | {f['noop_plan_s']:.2f} s | "
+            f"{f['edit_apply_s']:.2f} s | {f['copy_to_s']:.2f} s | {f['copy_from_s']:.2f} s | "
+            f"{f['peak_mib']:.0f} |"
+        )
 
 
 if __name__ == "__main__":

@@ -36,21 +36,24 @@ class LoadedFiles:
         return sorted(p for r in self.results.values() for p in r.problems)
 
 
-def state_files(root: Path) -> list[Path]:
-    """Every YAML file under root, recursively, skipping hidden folders, in a stable order."""
+def state_files(root: Path) -> list[str]:
+    """Every YAML file under root, relative to it, recursively, skipping hidden folders, in a
+    stable order. (Strings, not Paths: this runs over every file of the fleet on every plan.)"""
     found = []
-    for folder, subfolders, files in os.walk(root):
+    top = str(root)
+    for folder, subfolders, files in os.walk(top):
         subfolders[:] = sorted(d for d in subfolders if not d.startswith("."))
-        found += [Path(folder) / f for f in files if f.endswith(_SUFFIXES)]
+        relative = os.path.relpath(folder, top)
+        prefix = "" if relative == "." else relative.replace(os.sep, "/") + "/"
+        found += [prefix + f for f in files if f.endswith(_SUFFIXES)]
     return sorted(found)
 
 
 def load(root: Path, cache_dir: Path | None) -> LoadedFiles:
     cache = _Cache(cache_dir, root) if cache_dir else None
     results: dict[str, FileResult] = {}
-    for path in state_files(root):
-        relative = path.relative_to(root).as_posix()
-        results[relative] = _load_one(path, relative, cache)
+    for relative in state_files(root):
+        results[relative] = _load_one(root / relative, relative, cache)
     if cache:
         cache.save()
     return LoadedFiles(results)
@@ -87,12 +90,15 @@ class _Entry:
 
 @cache
 def _version() -> str:
-    """Cached results are valid for this code and these schemas only."""
-    folder = resources.files("reconciler.schemas")
-    digest = hashlib.sha256()
-    for name in sorted(f.name for f in folder.iterdir() if f.name.endswith(".json")):
-        digest.update(folder.joinpath(name).read_bytes())
-    return f"{__version__}:{digest.hexdigest()[:16]}"
+    """Cached results are valid only for the code and schemas that made them: the digest of
+    the schemas, the pure core's modules and this one."""
+    digest = hashlib.sha256(__version__.encode())
+    for folder in (resources.files("reconciler.schemas"), resources.files("reconciler.core")):
+        for entry in sorted(folder.iterdir(), key=lambda e: e.name):
+            if entry.name.endswith((".json", ".py")):
+                digest.update(entry.read_bytes())
+    digest.update(Path(__file__).read_bytes())
+    return digest.hexdigest()[:16]
 
 
 class _Cache:
@@ -104,12 +110,15 @@ class _Cache:
         self.dirty = False
 
     def _read(self) -> dict[str, _Entry]:
+        """The entries, if the file was written by this very code; else nothing.
+        The version is pickled on its own first, so another version's classes never load."""
         try:
             with self.path.open("rb") as handle:
-                version, entries = pickle.load(handle)  # noqa: S301  (our own file, per user)
-        except (OSError, pickle.PickleError, EOFError, ValueError, AttributeError, ImportError):
+                if pickle.load(handle) != _version():  # noqa: S301  (the user's own cache)
+                    return {}
+                return pickle.load(handle)  # type: ignore[no-any-return]  # noqa: S301
+        except Exception:  # noqa: BLE001  (a broken cache costs time, never the command)
             return {}
-        return entries if version == _version() else {}
 
     def get(self, relative: str, key: CacheKey, path: Path) -> FileResult | None:
         self.seen.add(relative)
@@ -132,7 +141,8 @@ class _Cache:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             staging = self.path.with_suffix(f".tmp-{os.getpid()}")
             with staging.open("wb") as handle:
-                pickle.dump((_version(), self.entries), handle, protocol=pickle.HIGHEST_PROTOCOL)
+                pickle.dump(_version(), handle, protocol=pickle.HIGHEST_PROTOCOL)
+                pickle.dump(self.entries, handle, protocol=pickle.HIGHEST_PROTOCOL)
             staging.replace(self.path)
         except OSError:
             pass  # a cache that cannot be written only costs time

@@ -224,8 +224,10 @@ def diff_of(state: Any, rows: dict[Any, Row]) -> list[Change]:
 
 def test_rows_whose_spec_hash_matches_are_not_read_again() -> None:
     state, _ = assemble(resources(PROJECT), set())
-    index = {slot: Indexed(f"id-{i}", r.digest, True)
-             for i, (slot, r) in enumerate(state.resources.items())}
+    index = {
+        slot: Indexed(f"id-{i}", r.digest, True)
+        for i, (slot, r) in enumerate(state.resources.items())
+    }
     assert needs_detail(state, index) == []
     assert diff(state, index, {}) == []
     stale = {**index, ("project", ("acme-erp",)): Indexed("id-0", "other", True)}

@@ -11,7 +11,7 @@ import hashlib
 import json
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from reconciler.core import problems as codes
 from reconciler.core.problems import Problem, Source
@@ -23,9 +23,8 @@ Slot = tuple[str, Identity]
 ANY_BRANCH = "*"
 
 
-@dataclass(frozen=True, slots=True)
-class Resource:
-    """One row the files ask for."""
+class Resource(NamedTuple):
+    """One row the files ask for. (A tuple: cheap to unpickle by the hundred thousand.)"""
 
     kind: str
     identity: Identity

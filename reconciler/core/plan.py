@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from reconciler.core import problems as codes
 from reconciler.core.desired import ANY_BRANCH, KIND_ORDER, DesiredState, Identity, Resource, Slot
@@ -83,8 +83,7 @@ class Plan:
         return [c for c in self.changes if c.action in ("delete", "archive", "disable")]
 
 
-@dataclass(frozen=True, slots=True)
-class Indexed:
+class Indexed(NamedTuple):
     """What the cheap read of the database says of a row: enough to see it did not change."""
 
     id: Any
@@ -210,13 +209,11 @@ def resolve_members(
     Unknown users are problems, unless `create_missing` (the compatible auth schema of a plain
     PostgreSQL), where unknown e-mails become users to create (id `new:EMAIL` until then).
     """
-    resolved: dict[Slot, Resource] = {}
+    resolved = {s: r for s, r in desired.resources.items() if s[0] != "membership"}
     new_users: set[str] = set()
     found: list[Problem] = []
-    for slot, resource in desired.resources.items():
-        if slot[0] != "membership":
-            resolved[slot] = resource
-            continue
+    for slot in [s for s in desired.resources if s[0] == "membership"]:
+        resource = desired.resources[slot]
         project, written = slot[1]
         user_id = users.get(written)
         if user_id is None and create_missing and "@" in written:

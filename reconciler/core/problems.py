@@ -6,6 +6,7 @@ The codes are stable: scripts and editors may rely on them. docs/errors.md expla
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import NamedTuple
 
 YAML_SYNTAX = "E100"
 DUPLICATE_KEY = "E101"
@@ -26,9 +27,9 @@ DATABASE_REFUSED = "E140"
 UNREADABLE_FILE = "E150"
 
 
-@dataclass(frozen=True, order=True, slots=True)
-class Source:
-    """Where a value is written: the file relative to the state directory, 1-based line/col."""
+class Source(NamedTuple):
+    """Where a value is written: the file relative to the state directory, 1-based line/col.
+    (A tuple: the cache holds hundreds of thousands and unpickles them fast.)"""
 
     file: str
     line: int = 1

@@ -40,8 +40,8 @@ def read(conn: Conn) -> ActualState:
         ("tool", "index_tools", 2),
         ("upgrade_advisory", "index_advisories", 1),
     ):
-        for record in conn.execute(query(name)):
-            index[(kind, tuple(record[:width]))] = Indexed(*record[width:])
+        records = conn.execute(query(name)).fetchall()
+        index.update(((kind, r[:width]), Indexed(*r[width:])) for r in records)
     return ActualState(index, _users(conn))
 
 
