@@ -117,7 +117,7 @@ class _Cache:
                 if pickle.load(handle) != _version():  # noqa: S301  (the user's own cache)
                     return {}
                 return pickle.load(handle)  # type: ignore[no-any-return]  # noqa: S301
-        except Exception:  # noqa: BLE001  (a broken cache costs time, never the command)
+        except Exception:
             return {}
 
     def get(self, relative: str, key: CacheKey, path: Path) -> FileResult | None:

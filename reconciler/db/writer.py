@@ -233,7 +233,9 @@ class Writer:
                     self._copy_rows(name, [row])
                 except psycopg.Error as row_exc:
                     raise self._refused(change, row_exc) from None
-            raise self._refused(changes[0], exc) if changes else exc
+            if changes:
+                raise self._refused(changes[0], exc) from None
+            raise
 
     def _copy_rows(self, name: str, rows: list[tuple[Any, ...]]) -> None:
         with (
