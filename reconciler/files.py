@@ -1,9 +1,11 @@
 """The state directory on disk: every *.yaml/*.yml file, checked, with a per-file cache.
 
-The cache maps a file (path, size, mtime, inode) to its FileResult, so a plan over 10,000
-unchanged files does not parse and validate them again. An entry whose file was modified within
-two seconds of the entry's making is "racy" (as in git's index: the file may have changed again
-within the clock's resolution) and is trusted only if the file's content hash still matches.
+The cache maps a file (path, size, mtime, inode) to its summary (plain data, quick to load) and
+its FileResult (pickled bytes, loaded only when the file's resources are needed), so a plan
+over 10,000 unchanged files neither parses nor validates them again. An entry whose file was
+modified within two seconds of the entry's making is "racy" (as in git's index: the file may
+have changed again within the clock's resolution) and is trusted only if its content hash
+still matches.
 """
 
 from __future__ import annotations
@@ -14,12 +16,15 @@ import pickle
 import time
 from dataclasses import dataclass
 from functools import cache
-from importlib import resources
+from importlib import resources as package_data
 from pathlib import Path
+from typing import Any
 
 from reconciler import __version__
 from reconciler.core import problems as codes
+from reconciler.core.desired import Resource
 from reconciler.core.problems import Problem, Source
+from reconciler.core.summary import FileSummary, group_of, summarize
 from reconciler.core.validate import FileResult, check_file
 
 _SUFFIXES = (".yaml", ".yml")
@@ -27,13 +32,45 @@ _RACY_NS = 2_000_000_000
 CacheKey = tuple[int, int, int]
 
 
+class LoadedFile:
+    """One file: its summary at once, its resources and problems when asked for."""
+
+    __slots__ = ("_blob", "_result", "summary")
+
+    def __init__(self, summary: FileSummary, result: FileResult | None, blob: bytes | None):
+        self.summary = summary
+        self._result = result
+        self._blob = blob
+
+    @property
+    def result(self) -> FileResult:
+        if self._result is None:
+            assert self._blob is not None
+            self._result = pickle.loads(self._blob)  # noqa: S301  (the user's own cache)
+        return self._result
+
+
 @dataclass(frozen=True)
 class LoadedFiles:
-    results: dict[str, FileResult]  # by path relative to the state directory
+    files: dict[str, LoadedFile]  # by path relative to the state directory
 
     @property
     def problems(self) -> list[Problem]:
-        return sorted(p for r in self.results.values() for p in r.problems)
+        return sorted(
+            p for f in self.files.values() if f.summary.has_problems for p in f.result.problems
+        )
+
+    def resources(self, groups: set[str] | None = None) -> list[Resource]:
+        """The resources of these groups (all when None), in file order."""
+        found = []
+        for loaded in self.files.values():
+            if groups is None or any(g in groups for g, _ in loaded.summary.groups):
+                found += [
+                    r
+                    for r in loaded.result.resources
+                    if groups is None or group_of((r.kind, r.identity)) in groups
+                ]
+        return found
 
 
 def state_files(root: Path) -> list[str]:
@@ -51,15 +88,15 @@ def state_files(root: Path) -> list[str]:
 
 def load(root: Path, cache_dir: Path | None) -> LoadedFiles:
     cache = _Cache(cache_dir, root) if cache_dir else None
-    results: dict[str, FileResult] = {}
-    for relative in state_files(root):
-        results[relative] = _load_one(root / relative, relative, cache)
+    loaded = {
+        relative: _load_one(root / relative, relative, cache) for relative in state_files(root)
+    }
     if cache:
         cache.save()
-    return LoadedFiles(results)
+    return LoadedFiles(loaded)
 
 
-def _load_one(path: Path, relative: str, cache: _Cache | None) -> FileResult:
+def _load_one(path: Path, relative: str, cache: _Cache | None) -> LoadedFile:
     try:
         stat = path.stat()
         key = (stat.st_size, stat.st_mtime_ns, stat.st_ino)
@@ -69,23 +106,21 @@ def _load_one(path: Path, relative: str, cache: _Cache | None) -> FileResult:
         text = content.decode("utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         problem = Problem(Source(relative), codes.UNREADABLE_FILE, f"cannot read the file: {exc}")
-        return FileResult((), (problem,))
+        result = FileResult((), (problem,))
+        return LoadedFile(summarize((), has_problems=True), result, None)
     result = check_file(relative, text)
+    loaded = LoadedFile(summarize(result.resources, bool(result.problems)), result, None)
     if cache:
-        cache.put(relative, key, _digest(content), result)
-    return result
+        cache.put(relative, key, _digest(content), loaded)
+    return loaded
 
 
 def _digest(content: bytes) -> str:
     return hashlib.blake2b(content, digest_size=16).hexdigest()
 
 
-@dataclass(frozen=True, slots=True)
-class _Entry:
-    key: CacheKey
-    digest: str
-    made_ns: int
-    result: FileResult
+# A cache entry, as plain tuples: (key, content digest, made at (ns), summary, pickled result)
+_Entry = tuple[CacheKey, str, int, tuple[Any, ...], bytes]
 
 
 @cache
@@ -93,7 +128,7 @@ def _version() -> str:
     """Cached results are valid only for the code and schemas that made them: the digest of
     the schemas, the pure core's modules and this one."""
     digest = hashlib.sha256(__version__.encode())
-    for folder in (resources.files("reconciler.schemas"), resources.files("reconciler.core")):
+    for folder in (package_data.files("reconciler.schemas"), package_data.files("reconciler.core")):
         for entry in sorted(folder.iterdir(), key=lambda e: e.name):
             if entry.name.endswith((".json", ".py")):
                 digest.update(entry.read_bytes())
@@ -111,26 +146,28 @@ class _Cache:
 
     def _read(self) -> dict[str, _Entry]:
         """The entries, if the file was written by this very code; else nothing.
-        The version is pickled on its own first, so another version's classes never load."""
+        The version is pickled on its own first, so another version's data never loads."""
         try:
             with self.path.open("rb") as handle:
                 if pickle.load(handle) != _version():  # noqa: S301  (the user's own cache)
                     return {}
                 return pickle.load(handle)  # type: ignore[no-any-return]  # noqa: S301
-        except Exception:
+        except Exception:  # a broken cache costs time, never the command
             return {}
 
-    def get(self, relative: str, key: CacheKey, path: Path) -> FileResult | None:
+    def get(self, relative: str, key: CacheKey, path: Path) -> LoadedFile | None:
         self.seen.add(relative)
         entry = self.entries.get(relative)
-        if entry is None or entry.key != key:
+        if entry is None or entry[0] != key:
             return None
-        if entry.made_ns - key[1] > _RACY_NS or _digest(path.read_bytes()) == entry.digest:
-            return entry.result
+        _, digest, made_ns, summary, blob = entry
+        if made_ns - key[1] > _RACY_NS or _digest(path.read_bytes()) == digest:
+            return LoadedFile(FileSummary(*summary), None, blob)
         return None
 
-    def put(self, relative: str, key: CacheKey, digest: str, result: FileResult) -> None:
-        self.entries[relative] = _Entry(key, digest, time.time_ns(), result)
+    def put(self, relative: str, key: CacheKey, digest: str, loaded: LoadedFile) -> None:
+        blob = pickle.dumps(loaded.result, protocol=pickle.HIGHEST_PROTOCOL)
+        self.entries[relative] = (key, digest, time.time_ns(), tuple(loaded.summary), blob)
         self.dirty = True
 
     def save(self) -> None:

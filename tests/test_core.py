@@ -24,6 +24,7 @@ from reconciler.core.plan import (
     refusal,
     resolve_members,
 )
+from reconciler.core.summary import GroupState, combine, stale_groups, summarize
 from reconciler.core.validate import check_file
 from reconciler.core.yamldoc import parse
 
@@ -258,16 +259,21 @@ def test_removal_archives_disables_deletes() -> None:
     assert diff_of(empty, unmanaged) == []  # never touches what it does not manage
 
 
+def run_entries(state: Any) -> Any:
+    return combine([summarize(state.resources.values(), has_problems=False)])[1]
+
+
 def test_runs_follow_branch_commit_and_cleanliness() -> None:
     state, _ = assemble(resources(PROJECT), set())
+    entries = run_entries(state)
     clean = GitContext("a" * 40, "main", clean=True)
-    [run] = plan_runs(state, clean, set())
+    [run] = plan_runs(entries, clean, set())
     assert run.action == "enqueue"
     assert run.idempotency_key == f"push:{'a' * 40}:acme-erp/build/build-main"
-    assert plan_runs(state, clean, {run.idempotency_key})[0].action == "exists"
-    assert plan_runs(state, GitContext("a" * 40, "dev", clean=True), set()) == []
+    assert plan_runs(entries, clean, {run.idempotency_key})[0].action == "exists"
+    assert plan_runs(entries, GitContext("a" * 40, "dev", clean=True), set()) == []
     dirty = GitContext("a" * 40, "main", clean=False, reason="uncommitted changes")
-    assert plan_runs(state, dirty, set())[0] == RunRequest(
+    assert plan_runs(entries, dirty, set())[0] == RunRequest(
         "acme-erp",
         "acme-erp/build/build-main",
         ("acme-erp", "build", "build-main"),
@@ -300,7 +306,7 @@ def test_refusals(changes: list[Change], kept: int, safety: Safety, refused: str
 
 def test_json_plan_has_the_contract_shape() -> None:
     state, _ = assemble(resources(PROJECT), set())
-    runs = plan_runs(state, GitContext("c" * 40, "main", clean=True), set())
+    runs = plan_runs(run_entries(state), GitContext("c" * 40, "main", clean=True), set())
     plan = Plan(
         tuple(diff_of(state, rows_for(state, project={"config": {"tier": "old"}}))),
         tuple(runs),
@@ -340,3 +346,27 @@ def test_markdown_stays_under_the_comment_limit() -> None:
     text = render.to_markdown(Plan(changes, (), "d" * 40, "main"))
     assert len(text) < render.MARKDOWN_LIMIT
     assert "more line(s), not shown" in text and "20000 to create" in text
+
+
+def test_summaries_add_up_whatever_the_file_order() -> None:
+    [one, two] = [
+        summarize(resources(text), has_problems=False)
+        for text in (PROJECT, WORKFLOW.replace("build-main", "nightly"))
+    ]
+    assert combine([one, two])[0] == combine([two, one])[0]
+    assert set(combine([one, two])[0]) == {"acme-erp"}
+
+
+@pytest.mark.parametrize(
+    ("actual", "stale"),
+    [
+        ({"p": GroupState(5, 0, 3)}, set()),
+        ({"p": GroupState(4, 0, 3)}, {"p"}),  # a row differs
+        ({"p": GroupState(5, 1, 3)}, {"p"}),  # a row was edited outside reconcile
+        ({}, {"p"}),  # new project
+        ({"p": GroupState(5, 0, 3), "gone": GroupState(7, 0, 2)}, {"gone"}),  # to prune
+        ({"p": GroupState(5, 0, 3), "pruned": GroupState(0, 0, 2)}, set()),  # already pruned
+    ],
+)
+def test_stale_groups(actual: dict[str, GroupState], stale: set[str]) -> None:
+    assert stale_groups({"p": 5}, actual) == stale

@@ -15,7 +15,7 @@ from typing import Any
 
 from reconciler import files, gitrepo
 from reconciler.core import render
-from reconciler.core.desired import DesiredState, Resource, assemble
+from reconciler.core.desired import DesiredState, assemble
 from reconciler.core.plan import (
     GitContext,
     Plan,
@@ -28,6 +28,7 @@ from reconciler.core.plan import (
     resolve_members,
 )
 from reconciler.core.problems import Problem
+from reconciler.core.summary import RunEntry, combine, stale_groups
 from reconciler.db import migrations, state
 from reconciler.db.connection import advisory_xact_lock, connect, lock_key, user_errors
 from reconciler.db.target import open_target
@@ -66,12 +67,12 @@ class Options:
 def validate(options: Options, out: Echo) -> int:
     """Schema and cross-reference checks of the files alone."""
     loaded = _load(options)
-    _, problems = assemble(_resources(loaded), known_projects=set())
+    resources = loaded.resources()
+    _, problems = assemble(resources, known_projects=set())
     found = collect(loaded.problems, problems)
     if found:
         raise InvalidFiles(found)
-    count = sum(len(r.resources) for r in loaded.results.values())
-    out(f"{len(loaded.results)} file(s), {count} resource(s): valid")
+    out(f"{len(loaded.files)} file(s), {len(resources)} resource(s): valid")
     return 0
 
 
@@ -108,7 +109,10 @@ def _show(result: Plan, options: Options, out: Echo) -> int:
 
 
 def reconcile(options: Options, *, commit: bool, expected: dict[str, Any] | None = None) -> Plan:
+    """The pipeline. Only groups (projects, tools, advisories) whose summary differs from the
+    database's are read and compared row by row (core/summary.py)."""
     loaded = _load(options)
+    wanted, run_entries = combine(f.summary for f in loaded.files.values())
     git = gitrepo.context(options.state_dir, options.ref)
     with (
         open_target(options.database_url, lock_timeout_s=options.lock_timeout_s) as target,
@@ -119,12 +123,17 @@ def reconcile(options: Options, *, commit: bool, expected: dict[str, Any] | None
         migrations.require_current(status)
         with conn.transaction(force_rollback=not commit):
             advisory_xact_lock(conn, APPLY_LOCK_KEY, options.lock_timeout_s)
-            actual = state.read(conn)
-            desired = _desired(loaded, actual, create_users=status.auth == "compatible")
-            result = _plan(conn, desired, actual, git)
+            groups = state.group_states(conn)
+            stale = stale_groups(wanted, groups)
+            actual = state.read(conn, stale)
+            desired = _desired(loaded, stale, actual, create_users=status.auth == "compatible")
+            result = _plan(conn, desired, actual, git, run_entries)
             _refuse_if_moved(result, expected)
             if commit:
-                _refuse_if_unsafe(result, desired, actual, options.safety)
+                kept = sum(
+                    g.managed for name, g in groups.items() if name not in stale and name in wanted
+                )
+                _refuse_if_unsafe(result, desired, actual, kept, options.safety)
             writer = Writer(conn, desired, actual)
             try:
                 writer.write(result)
@@ -139,15 +148,12 @@ def _load(options: Options) -> files.LoadedFiles:
     return files.load(options.state_dir, cache_dir() if options.use_cache else None)
 
 
-def _resources(loaded: files.LoadedFiles) -> list[Resource]:
-    return [r for result in loaded.results.values() for r in result.resources]
-
-
 def _desired(
-    loaded: files.LoadedFiles, actual: state.ActualState, *, create_users: bool
+    loaded: files.LoadedFiles, stale: set[str], actual: state.ActualState, *, create_users: bool
 ) -> DesiredState:
+    """The desired resources of the stale groups; every problem of the files."""
     known = {identity[0] for kind, identity in actual.index if kind == "project"}
-    desired, problems = assemble(_resources(loaded), known)
+    desired, problems = assemble(loaded.resources(stale), known)
     desired, _, unknown = resolve_members(desired, actual.users, create_missing=create_users)
     found = collect(loaded.problems, problems, unknown)
     if found:
@@ -156,7 +162,11 @@ def _desired(
 
 
 def _plan(
-    conn: state.Conn, desired: DesiredState, actual: state.ActualState, git: GitContext
+    conn: state.Conn,
+    desired: DesiredState,
+    actual: state.ActualState,
+    git: GitContext,
+    run_entries: list[RunEntry],
 ) -> Plan:
     rows = state.read_rows(conn, actual, needs_detail(desired, actual.index))
     changes = diff(desired, actual.index, rows)
@@ -167,9 +177,9 @@ def _plan(
             if c.kind == "membership" and c.identity[1].startswith("new:")
         }
     )
-    candidates = plan_runs(desired, git, set())
+    candidates = plan_runs(run_entries, git, set())
     keys = [r.idempotency_key for r in candidates if r.idempotency_key]
-    runs = plan_runs(desired, git, state.existing_run_keys(conn, keys))
+    runs = plan_runs(run_entries, git, state.existing_run_keys(conn, keys))
     return Plan(tuple(changes), tuple(runs), git.commit, git.ref, tuple(new_users))
 
 
@@ -182,9 +192,12 @@ def _refuse_if_moved(result: Plan, expected: dict[str, Any] | None) -> None:
 
 
 def _refuse_if_unsafe(
-    result: Plan, desired: DesiredState, actual: state.ActualState, safety: Safety
+    result: Plan, desired: DesiredState, actual: state.ActualState, kept: int, safety: Safety
 ) -> None:
-    kept = sum(1 for slot, row in actual.index.items() if row.managed and slot in desired.resources)
+    """`kept`: managed rows of the groups that did not change, which the files still ask for."""
+    kept += sum(
+        1 for slot, row in actual.index.items() if row.managed and slot in desired.resources
+    )
     if reason := refusal(result, kept, safety):
         raise ReconcilerError(f"{reason}; nothing was written")
 

@@ -7,7 +7,15 @@ from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 from reconciler.core import problems as codes
-from reconciler.core.desired import ANY_BRANCH, KIND_ORDER, DesiredState, Identity, Resource, Slot
+from reconciler.core.desired import (
+    ANY_BRANCH,
+    KIND_ORDER,
+    DesiredState,
+    Identity,
+    Resource,
+    Slot,
+    resource_key,
+)
 from reconciler.core.problems import Problem
 
 ACTIONS = ("create", "update", "delete", "archive", "disable", "adopt")
@@ -176,12 +184,15 @@ def changed_paths(before: Any, after: Any, prefix: str = "") -> list[str]:
     return []
 
 
-def plan_runs(desired: DesiredState, git: GitContext, existing_keys: set[str]) -> list[RunRequest]:
-    """One run per commit for each enabled `on: [push]` workflow whose git_ref is the ref."""
+def plan_runs(
+    entries: Iterable[tuple[Identity, str]], git: GitContext, existing_keys: set[str]
+) -> list[RunRequest]:
+    """One run per commit for each enabled `on: [push]` workflow whose git_ref is the ref.
+    `entries`: (workflow identity, the branch whose pushes run it, or ANY_BRANCH)."""
     return [
-        _run(workflow, git, existing_keys)
-        for workflow in desired.of_kind("workflow")
-        if workflow.runs_on is not None and workflow.runs_on in (ANY_BRANCH, git.ref)
+        _run(identity, git, existing_keys)
+        for identity, runs_on in entries
+        if runs_on in (ANY_BRANCH, git.ref)
     ]
 
 
@@ -190,15 +201,13 @@ def idempotency_key(commit: str, workflow_key: str) -> str:
     return f"push:{commit}:{workflow_key}"
 
 
-def _run(workflow: Resource, git: GitContext, existing_keys: set[str]) -> RunRequest:
-    project = workflow.identity[0]
+def _run(identity: Identity, git: GitContext, existing_keys: set[str]) -> RunRequest:
+    workflow = resource_key("workflow", identity)
     if git.commit is None or not git.clean:
-        return RunRequest(
-            project, workflow.key, workflow.identity, None, "skip", git.reason or "no commit"
-        )
-    key = idempotency_key(git.commit, workflow.key)
+        return RunRequest(identity[0], workflow, identity, None, "skip", git.reason or "no commit")
+    key = idempotency_key(git.commit, workflow)
     action = "exists" if key in existing_keys else "enqueue"
-    return RunRequest(project, workflow.key, workflow.identity, key, action)
+    return RunRequest(identity[0], workflow, identity, key, action)
 
 
 def resolve_members(

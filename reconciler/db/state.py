@@ -8,8 +8,9 @@ from typing import Any
 
 import psycopg
 
-from reconciler.core.desired import Slot, resource_key
+from reconciler.core.desired import Identity, Slot, resource_key
 from reconciler.core.plan import Indexed, Row
+from reconciler.core.summary import GroupState
 from reconciler.db.queries import query
 
 Conn = psycopg.Connection[Any]
@@ -31,8 +32,18 @@ class ActualState:
         }
 
 
-def read(conn: Conn) -> ActualState:
+def group_states(conn: Conn) -> dict[str, GroupState]:
+    """The database's summary of every group (see core/summary.py)."""
+    return {
+        group: GroupState(int(total), unsettled, managed)
+        for group, total, unsettled, managed in conn.execute(query("group_summaries"))
+    }
+
+
+def read(conn: Conn, groups: set[str]) -> ActualState:
+    """The index of the rows of these groups (and the users, when any group is read)."""
     index: dict[Slot, Indexed] = {}
+    projects = sorted(g for g in groups if not g.startswith("@"))
     for kind, name, width in (
         ("project", "index_projects", 1),
         ("workflow", "index_workflows", 3),
@@ -40,9 +51,21 @@ def read(conn: Conn) -> ActualState:
         ("tool", "index_tools", 2),
         ("upgrade_advisory", "index_advisories", 1),
     ):
-        records = conn.execute(query(name)).fetchall()
+        global_kind = kind in ("tool", "upgrade_advisory")
+        if (global_kind and f"@{kind}" not in groups) or (not global_kind and not projects):
+            continue
+        records = conn.execute(query(name), {"projects": projects}).fetchall()
         index.update(((kind, r[:width]), Indexed(*r[width:])) for r in records)
-    return ActualState(index, _users(conn))
+    return ActualState(index, _users(conn) if groups else {})
+
+
+def workflow_ids(conn: Conn, identities: list[Identity]) -> dict[Identity, tuple[Any, Any]]:
+    """(workflow id, project id) of existing workflows, by identity."""
+    if not identities:
+        return {}
+    slugs, types, names = (list(column) for column in zip(*identities, strict=True))
+    rows = conn.execute(query("workflow_ids"), {"slugs": slugs, "types": types, "names": names})
+    return {(slug, type_, name): (wid, pid) for slug, type_, name, wid, pid in rows}
 
 
 def read_rows(conn: Conn, actual: ActualState, slots: Iterable[Slot]) -> dict[Slot, Row]:

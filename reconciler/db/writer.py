@@ -20,7 +20,7 @@ from reconciler.core.desired import DesiredState
 from reconciler.core.plan import Change, Plan
 from reconciler.core.problems import Problem, Source
 from reconciler.db.queries import query
-from reconciler.db.state import ActualState
+from reconciler.db.state import ActualState, workflow_ids
 from reconciler.errors import ReconcilerError
 
 Conn = psycopg.Connection[Any]
@@ -172,6 +172,10 @@ class Writer:
         enqueued = plan.enqueued
         if not enqueued:
             return
+        missing = [r.identity for r in enqueued if r.identity not in self.workflow_ids]
+        for identity, (workflow_id, project_id) in workflow_ids(self.conn, missing).items():
+            self.workflow_ids[identity] = workflow_id
+            self.project_ids.setdefault(identity[0], project_id)
         with self.conn.cursor() as cursor:
             cursor.executemany(
                 query("enqueue_run"),

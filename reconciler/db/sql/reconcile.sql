@@ -1,25 +1,70 @@
 -- Queries of `reconcile plan` and `reconcile apply`. Values only through %(name)s / %s.
 
--- The index: every row's identity, id, spec_hash and ownership; cheap to read.
+-- name: group_summaries
+-- Per group (a project with its workflows and memberships; all tools; all advisories): the sum
+-- of row hashes over managed rows with a spec_hash, the managed rows without one that were not
+-- pruned (archived / disabled), and the managed rows. The row hash is the one of
+-- reconciler/core/summary.py: md5('kind|identity...|spec_hash'), first 60 bits.
+with managed_rows as (
+  select p.slug as grp, 'project|' || p.slug as ident, p.spec_hash, p.status = 'archived' as pruned
+  from ops.projects p where p.managed_by is not null
+  union all
+  select p.slug, 'workflow|' || p.slug || '|' || w.workflow_type || '|' || w.name, w.spec_hash,
+         not w.enabled
+  from ops.workflows w join ops.projects p on p.id = w.project_id
+  where w.managed_by is not null
+  union all
+  select p.slug, 'membership|' || p.slug || '|' || coalesce(lower(u.email), m.user_id::text),
+         m.spec_hash, false
+  from ops.project_memberships m
+  join ops.projects p on p.id = m.project_id
+  left join auth.users u on u.id = m.user_id
+  where m.managed_by is not null
+  union all
+  select '@tool', 'tool|' || tool_name || '|' || version, spec_hash, false
+  from ops.tools where managed_by is not null
+  union all
+  select '@upgrade_advisory', 'upgrade_advisory|' || advisory_key, spec_hash, false
+  from ops.upgrade_advisories where managed_by is not null
+)
+select grp,
+       coalesce(sum(('x' || substr(md5(ident || '|' || spec_hash), 1, 15))::bit(60)::bigint)
+                filter (where spec_hash is not null), 0),
+       count(*) filter (where spec_hash is null and not pruned),
+       count(*)
+from managed_rows
+group by grp
+
+-- The index of the groups a plan compares in full: identity, id, spec_hash, ownership.
 
 -- name: index_projects
 select slug, id, spec_hash, managed_by is not null from ops.projects
+where slug = any(%(projects)s)
 
 -- name: index_workflows
 select p.slug, w.workflow_type, w.name, w.id, w.spec_hash, w.managed_by is not null
 from ops.workflows w
 join ops.projects p on p.id = w.project_id
+where p.slug = any(%(projects)s)
 
 -- name: index_memberships
 select p.slug, m.user_id::text, m.id, m.spec_hash, m.managed_by is not null
 from ops.project_memberships m
 join ops.projects p on p.id = m.project_id
+where p.slug = any(%(projects)s)
 
 -- name: index_tools
 select tool_name, version, id, spec_hash, managed_by is not null from ops.tools
 
 -- name: index_advisories
 select advisory_key, id, spec_hash, managed_by is not null from ops.upgrade_advisories
+
+-- name: workflow_ids
+select p.slug, w.workflow_type, w.name, w.id, p.id
+from ops.workflows w
+join ops.projects p on p.id = w.project_id
+join unnest(%(slugs)s::text[], %(types)s::text[], %(names)s::text[]) as wanted(slug, type, name)
+  on wanted.slug = p.slug and wanted.type = w.workflow_type and wanted.name = w.name
 
 -- The full content of the rows the diff needs, by id.
 
