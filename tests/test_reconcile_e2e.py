@@ -9,7 +9,10 @@ from typing import Any
 import psycopg
 import pytest
 
+from reconciler import files
 from reconciler.commands.reconcile import APPLY_LOCK_KEY
+from reconciler.core.summary import combine
+from reconciler.db import state
 from tests.cli import Result, reconcile
 from tests.gitrepo import Repo
 from tests.helpers import scalar
@@ -279,10 +282,6 @@ def test_a_row_edited_outside_reconcile_is_put_back(repo: Repo, db_url: str) -> 
 def test_database_summaries_match_the_files_after_an_apply(repo: Repo, db_url: str) -> None:
     """The row hash is written twice, in Python and in SQL: they must agree, or every plan
     would compare every row in full."""
-    from reconciler import files
-    from reconciler.core.summary import combine
-    from reconciler.db import state
-
     run(repo, db_url, "apply", "--yes")
     wanted, _ = combine(f.summary for f in files.load(repo.root, None).files.values())
     with psycopg.connect(db_url) as conn:
