@@ -289,3 +289,37 @@ def test_database_summaries_match_the_files_after_an_apply(repo: Repo, db_url: s
     assert {g: (s.total, s.unsettled) for g, s in actual.items()} == {
         g: (total, 0) for g, total in wanted.items()
     }
+
+
+AWKWARD = """\
+apiVersion: ops/v1
+kind: UpgradeAdvisory
+key: awkward-text
+from_version: "17.0"
+to_version: "18.0"
+severity: low
+title: "Tabs\\tnew\\nlines, back\\\\slashes, \\"quotes\\" and ünïcödé ✓"
+description: "\\\\N is not null; {braces}, [brackets], commas, and 'single quotes'"
+affects_modules: ["a,b", "quote\\"d", "back\\\\slash", "{x}", "NULL", ""]
+---
+apiVersion: ops/v1
+kind: Tool
+name: weird
+version: "1 | 2"
+docker_image: weird:latest
+config: {text: "line1\\nline2\\ttab", nested: {list: [1, 2.5, true, null, "\\\\"]}}
+"""
+
+
+def test_awkward_text_survives_the_round_trip(repo: Repo, db_url: str) -> None:
+    repo.write("catalog/awkward.yaml", AWKWARD.replace('""]', '"x"]'))
+    repo.commit("awkward")
+    assert run(repo, db_url, "apply", "--yes").code == 0, "apply failed"
+    assert plan_json(repo, db_url)["changes"] == []  # what was written reads back the same
+    with psycopg.connect(db_url) as conn:
+        title, modules = conn.execute(
+            "select title, affects_modules from ops.upgrade_advisories "
+            "where advisory_key = 'awkward-text'"
+        ).fetchone() or ("", [])
+    assert title == 'Tabs\tnew\nlines, back\\slashes, "quotes" and ünïcödé ✓'
+    assert modules == ["a,b", 'quote"d', "back\\slash", "{x}", "NULL", "x"]

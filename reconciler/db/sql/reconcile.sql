@@ -110,10 +110,16 @@ select idempotency_key from ops.runs where idempotency_key = any(%(keys)s)
 select pg_advisory_xact_lock(%(key)s)
 
 -- name: create_users
-copy auth.users (id, email) from stdin
+copy auth.users (email) from stdin
+
+-- name: user_ids
+select id, lower(email) from auth.users where lower(email) = any(%(emails)s)
+
+-- name: project_ids
+select slug, id from ops.projects where slug = any(%(slugs)s)
 
 -- name: create_projects
-copy ops.projects (id, slug, workspace_key, name, description, odoo_version, status, config,
+copy ops.projects (slug, workspace_key, name, description, odoo_version, status, config,
                    managed_by, spec_hash)
 from stdin
 
@@ -125,7 +131,7 @@ set workspace_key = %(workspace_key)s, name = %(name)s, description = %(descript
 where id = %(id)s
 
 -- name: create_workflows
-copy ops.workflows (id, project_id, workflow_type, name, description, enabled, git_ref, triggers,
+copy ops.workflows (project_id, workflow_type, name, description, enabled, git_ref, triggers,
                     config, managed_by, spec_hash)
 from stdin
 
@@ -137,7 +143,7 @@ set description = %(description)s, enabled = %(enabled)s, git_ref = %(git_ref)s,
 where id = %(id)s
 
 -- name: create_memberships
-copy ops.project_memberships (id, project_id, user_id, role, managed_by, spec_hash) from stdin
+copy ops.project_memberships (project_id, user_id, role, managed_by, spec_hash) from stdin
 
 -- name: update_membership
 update ops.project_memberships
@@ -148,7 +154,7 @@ where id = %(id)s
 delete from ops.project_memberships where id = any(%(ids)s)
 
 -- name: create_tools
-copy ops.tools (id, tool_name, version, docker_image, config, managed_by, spec_hash) from stdin
+copy ops.tools (tool_name, version, docker_image, config, managed_by, spec_hash) from stdin
 
 -- name: update_tool
 update ops.tools
@@ -160,7 +166,7 @@ where id = %(id)s
 delete from ops.tools where id = any(%(ids)s)
 
 -- name: create_advisories
-copy ops.upgrade_advisories (id, advisory_key, from_version, to_version, severity, title,
+copy ops.upgrade_advisories (advisory_key, from_version, to_version, severity, title,
                              description, migration_guide, affects_modules, managed_by,
                              spec_hash)
 from stdin
