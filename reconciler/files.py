@@ -22,7 +22,7 @@ from typing import Any
 
 from reconciler import __version__
 from reconciler.core import problems as codes
-from reconciler.core.desired import Resource
+from reconciler.core.desired import Resource, from_plain
 from reconciler.core.problems import Problem, Source
 from reconciler.core.summary import FileSummary, group_of, summarize
 from reconciler.core.validate import FileResult, check_file
@@ -46,7 +46,8 @@ class LoadedFile:
     def result(self) -> FileResult:
         if self._result is None:
             assert self._blob is not None
-            self._result = pickle.loads(self._blob)  # noqa: S301  (the user's own cache)
+            plain, problems = pickle.loads(self._blob)  # noqa: S301  (the user's own cache)
+            self._result = FileResult(tuple(map(from_plain, plain)), problems)
         return self._result
 
 
@@ -166,7 +167,9 @@ class _Cache:
         return None
 
     def put(self, relative: str, key: CacheKey, digest: str, loaded: LoadedFile) -> None:
-        blob = pickle.dumps(loaded.result, protocol=pickle.HIGHEST_PROTOCOL)
+        result = loaded.result
+        plain = (tuple(map(tuple, result.resources)), result.problems)
+        blob = pickle.dumps(plain, protocol=pickle.HIGHEST_PROTOCOL)
         self.entries[relative] = (key, digest, time.time_ns(), tuple(loaded.summary), blob)
         self.dirty = True
 

@@ -11,6 +11,7 @@ import hashlib
 import json
 from collections.abc import Iterable
 from dataclasses import dataclass
+from functools import partial
 from typing import Any, NamedTuple
 
 from reconciler.core import problems as codes
@@ -24,15 +25,19 @@ ANY_BRANCH = "*"
 
 
 class Resource(NamedTuple):
-    """One row the files ask for. (A tuple: cheap to unpickle by the hundred thousand.)"""
+    """One row the files ask for. Plain data all the way down (positions are numbers, not
+    Source objects), so the cache stores plain tuples and rebuilds Resources in C
+    (`from_plain`): a large fleet has hundreds of thousands."""
 
     kind: str
     identity: Identity
-    body: str  # the fields, in the shape database rows are compared in, as canonical JSON
+    fields: dict[str, Any]  # in the shape database rows are compared in; treat as read-only
     digest: str  # of the compared fields; stored on the row as spec_hash when applied
-    source: Source
+    file: str
+    line: int
+    col: int
     inline: bool = False
-    refs: tuple[tuple[str, Source], ...] = ()  # where `project` / `user` are written
+    refs: tuple[tuple[str, int, int], ...] = ()  # where `project` / `user` are written
     label: str | None = None  # the key as written (memberships)
     runs_on: str | None = None  # workflows: the branch whose pushes run it, ANY_BRANCH, or None
 
@@ -41,11 +46,17 @@ class Resource(NamedTuple):
         return self.label or resource_key(self.kind, self.identity)
 
     @property
-    def fields(self) -> dict[str, Any]:
-        return json.loads(self.body)  # type: ignore[no-any-return]
+    def source(self) -> Source:
+        return Source(self.file, self.line, self.col)
 
     def ref(self, name: str) -> Source:
-        return dict(self.refs).get(name, self.source)
+        for ref_name, line, col in self.refs:
+            if ref_name == name:
+                return Source(self.file, line, col)
+        return self.source
+
+
+from_plain = partial(tuple.__new__, Resource)  # a Resource from tuple(resource), in C
 
 
 def resource_key(kind: str, identity: Identity) -> str:
@@ -63,10 +74,24 @@ def digest_of(kind: str, fields: dict[str, Any]) -> str:
 
 
 def make(
-    kind: str, identity: Identity, fields: dict[str, Any], source: Source, **extra: Any
+    kind: str,
+    identity: Identity,
+    fields: dict[str, Any],
+    source: Source,
+    refs: tuple[tuple[str, Source], ...] = (),
+    **extra: Any,
 ) -> Resource:
-    body = json.dumps(fields, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-    return Resource(kind, identity, body, digest_of(kind, fields), source, **extra)
+    return Resource(
+        kind,
+        identity,
+        fields,
+        digest_of(kind, fields),
+        source.file,
+        source.line,
+        source.col,
+        refs=tuple((name, where.line, where.col) for name, where in refs),
+        **extra,
+    )
 
 
 def resources_of(document: Document) -> list[Resource]:

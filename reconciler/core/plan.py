@@ -44,6 +44,7 @@ class Change:
     after: dict[str, Any] | None
     identity: Identity
     row_id: Any = None
+    digest: str | None = None  # the files' digest, which the written row keeps as spec_hash
 
 
 @dataclass(frozen=True)
@@ -120,7 +121,16 @@ def diff(desired: DesiredState, index: dict[Slot, Indexed], rows: dict[Slot, Row
     for slot, want in desired.resources.items():
         if slot not in index:
             changes.append(
-                Change(want.kind, want.key, "create", (), None, _after(slot, want), slot[1])
+                Change(
+                    want.kind,
+                    want.key,
+                    "create",
+                    (),
+                    None,
+                    _after(slot, want),
+                    slot[1],
+                    digest=want.digest,
+                )
             )
         elif (row := rows.get(slot)) is not None and (change := _against(slot, want, row)):
             changes.append(change)
@@ -135,6 +145,7 @@ def diff(desired: DesiredState, index: dict[Slot, Indexed], rows: dict[Slot, Row
 def _after(slot: Slot, want: Resource) -> dict[str, Any]:
     fields = want.fields
     if want.kind == "membership":
+        fields = dict(fields)
         fields["user"] = slot[1][1]  # the resolved user id
     return fields
 
@@ -143,9 +154,13 @@ def _against(slot: Slot, want: Resource, row: Row) -> Change | None:
     after = _after(slot, want)
     paths = tuple(changed_paths(row.fields, after))
     if not row.managed:
-        return Change(want.kind, want.key, "adopt", paths, row.fields, after, slot[1], row.id)
+        return Change(
+            want.kind, want.key, "adopt", paths, row.fields, after, slot[1], row.id, want.digest
+        )
     if paths:
-        return Change(want.kind, want.key, "update", paths, row.fields, after, slot[1], row.id)
+        return Change(
+            want.kind, want.key, "update", paths, row.fields, after, slot[1], row.id, want.digest
+        )
     return None
 
 

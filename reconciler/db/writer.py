@@ -9,6 +9,7 @@ name the resource it refused.
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 import psycopg
@@ -42,6 +43,7 @@ _STEPS = {  # kind -> (COPY for creates, UPDATE by id)
 RECORDED_CHANGES = 1000  # per apply record; larger applies keep their summary and the first
 _COPY_BATCH = 5000
 _ESCAPE = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
+_SPECIAL = re.compile(r"[\\\t\n\r]")
 
 
 def _dumps(value: Any) -> str:
@@ -66,7 +68,7 @@ def _copy_field(value: Any) -> str:
         text = "{" + ",".join(_array_item(v) for v in value) + "}"
     else:
         text = str(value)
-    return text.translate(_ESCAPE)
+    return text.translate(_ESCAPE) if _SPECIAL.search(text) else text
 
 
 def _array_item(value: str) -> str:
@@ -120,7 +122,7 @@ class Writer:
 
     def _new_row(self, change: Change) -> tuple[Any, ...]:
         """The COPY row of a created resource (the database makes its id)."""
-        f, digest = change.after or {}, self._digest(change)
+        f, digest = change.after or {}, change.digest
         if change.kind == "project":
             return (
                 f["slug"],
@@ -178,15 +180,8 @@ class Writer:
             **values,
             "id": change.row_id,
             "managed_by": MANAGER,
-            "spec_hash": self._digest(change),
+            "spec_hash": change.digest,
         }
-
-    def _digest(self, change: Change) -> str | None:
-        """The spec_hash a written row gets: the files' digest; none for a pruned row."""
-        if change.action in ("archive", "disable"):
-            return None
-        resource = self.desired.resources.get((change.kind, change.identity))
-        return resource.digest if resource else None
 
     def _enqueue(self, plan: Plan) -> None:
         enqueued = plan.enqueued

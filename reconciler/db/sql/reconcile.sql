@@ -38,7 +38,7 @@ group by grp
 -- The index of the groups a plan compares in full: identity, id, spec_hash, ownership.
 
 -- name: index_projects
-select slug, id, spec_hash, managed_by is not null from ops.projects
+select slug, id::text, spec_hash, managed_by is not null from ops.projects
 where slug = any(%(projects)s)
 
 -- name: index_workflows
@@ -72,14 +72,14 @@ join unnest(%(slugs)s::text[], %(types)s::text[], %(names)s::text[]) as wanted(s
 select id, slug, workspace_key, name, description, odoo_version, status, config,
        managed_by is not null as managed
 from ops.projects
-where id = any(%(ids)s)
+where id = any(%(ids)s::uuid[])
 
 -- name: read_workflows
 select w.id, p.slug, w.workflow_type, w.name, w.description, w.enabled, w.git_ref,
        w.triggers, w.config, w.managed_by is not null as managed
 from ops.workflows w
 join ops.projects p on p.id = w.project_id
-where w.id = any(%(ids)s)
+where w.id = any(%(ids)s::uuid[])
 
 -- name: read_memberships
 select m.id, p.slug, m.user_id::text, coalesce(u.email, m.user_id::text), m.role,
@@ -87,18 +87,18 @@ select m.id, p.slug, m.user_id::text, coalesce(u.email, m.user_id::text), m.role
 from ops.project_memberships m
 join ops.projects p on p.id = m.project_id
 left join auth.users u on u.id = m.user_id
-where m.id = any(%(ids)s)
+where m.id = any(%(ids)s::uuid[])
 
 -- name: read_tools
 select id, tool_name, version, docker_image, config, managed_by is not null as managed
 from ops.tools
-where id = any(%(ids)s)
+where id = any(%(ids)s::uuid[])
 
 -- name: read_advisories
 select id, advisory_key, from_version, to_version, severity, title, description,
        migration_guide, affects_modules, managed_by is not null as managed
 from ops.upgrade_advisories
-where id = any(%(ids)s)
+where id = any(%(ids)s::uuid[])
 
 -- name: read_users
 select id::text, lower(email) from auth.users
@@ -113,10 +113,10 @@ select pg_advisory_xact_lock(%(key)s)
 copy auth.users (email) from stdin
 
 -- name: user_ids
-select id, lower(email) from auth.users where lower(email) = any(%(emails)s)
+select id::text, lower(email) from auth.users where lower(email) = any(%(emails)s)
 
 -- name: project_ids
-select slug, id from ops.projects where slug = any(%(slugs)s)
+select slug, id::text from ops.projects where slug = any(%(slugs)s)
 
 -- name: create_projects
 copy ops.projects (slug, workspace_key, name, description, odoo_version, status, config,
@@ -151,7 +151,7 @@ set role = %(role)s, managed_by = %(managed_by)s, spec_hash = %(spec_hash)s, upd
 where id = %(id)s
 
 -- name: delete_memberships
-delete from ops.project_memberships where id = any(%(ids)s)
+delete from ops.project_memberships where id = any(%(ids)s::uuid[])
 
 -- name: create_tools
 copy ops.tools (tool_name, version, docker_image, config, managed_by, spec_hash) from stdin
@@ -163,7 +163,7 @@ set docker_image = %(docker_image)s, config = %(config)s, managed_by = %(managed
 where id = %(id)s
 
 -- name: delete_tools
-delete from ops.tools where id = any(%(ids)s)
+delete from ops.tools where id = any(%(ids)s::uuid[])
 
 -- name: create_advisories
 copy ops.upgrade_advisories (advisory_key, from_version, to_version, severity, title,
@@ -180,7 +180,7 @@ set from_version = %(from_version)s, to_version = %(to_version)s, severity = %(s
 where id = %(id)s
 
 -- name: delete_advisories
-delete from ops.upgrade_advisories where id = any(%(ids)s)
+delete from ops.upgrade_advisories where id = any(%(ids)s::uuid[])
 
 -- name: enqueue_run
 insert into ops.runs (project_id, workflow_id, idempotency_key, metadata)
