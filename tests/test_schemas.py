@@ -1,0 +1,31 @@
+"""The JSON Schemas are valid draft 2020-12 documents, and every example validates."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from jsonschema import Draft202012Validator
+
+from reconciler.commands.reconcile import Options, validate
+
+ROOT = Path(__file__).resolve().parent.parent
+SCHEMAS = sorted((ROOT / "schemas").glob("*.json"))
+
+
+@pytest.mark.parametrize("path", SCHEMAS, ids=[p.name for p in SCHEMAS])
+def test_schema_is_valid_and_identified(path: Path) -> None:
+    schema = json.loads(path.read_text())
+    Draft202012Validator.check_schema(schema)
+    assert schema["$schema"] == "https://json-schema.org/draft/2020-12/schema"
+    assert schema["$id"].endswith(f"/v1/{path.name}")
+
+
+def test_every_example_validates() -> None:
+    said: list[str] = []
+    assert (
+        validate(Options(state_dir=ROOT / "examples" / "projects", use_cache=False), said.append)
+        == 0
+    )
+    assert said == ["5 file(s), 38 resource(s): valid"]
