@@ -135,7 +135,6 @@ def cli(ctx: click.Context, /, debug: bool, dry_run: bool, yes: bool, **params: 
 
     Without a command: apply the state directory to the database (`--dry-run`: show the plan).
     """
-    ctx.obj = {"debug": debug}
     if ctx.invoked_subcommand is not None:
         return
     options = options_from(params)

@@ -220,12 +220,6 @@ class DesiredState:
 
     resources: dict[Slot, Resource]
 
-    def of_kind(self, kind: str) -> list[Resource]:
-        return [r for (k, _), r in self.resources.items() if k == kind]
-
-    def projects(self) -> set[str]:
-        return {identity[0] for kind, identity in self.resources if kind == "project"}
-
 
 def assemble(
     resources: Iterable[Resource], known_projects: set[str]

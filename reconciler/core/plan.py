@@ -19,7 +19,6 @@ from reconciler.core.desired import (
 from reconciler.core.problems import Problem
 
 ACTIONS = ("create", "update", "delete", "archive", "disable", "adopt")
-FORMAT_VERSION = "1"
 
 
 @dataclass(frozen=True)
