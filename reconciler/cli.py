@@ -13,6 +13,7 @@ import click
 
 from reconciler import __version__
 from reconciler.commands import db as db_commands
+from reconciler.commands import diff as diff_commands
 from reconciler.commands import reconcile as reconcile_commands
 from reconciler.core.plan import Safety
 from reconciler.errors import ReconcilerError
@@ -97,7 +98,6 @@ def plan_options(func: F) -> F:
 
 
 def options_from(params: dict[str, Any]) -> reconcile_commands.Options:
-    colour = params["output"] == "text" and sys.stdout.isatty() and "NO_COLOR" not in os.environ
     return reconcile_commands.Options(
         state_dir=params["state_dir"],
         database_url=params["database_url"],
@@ -107,12 +107,19 @@ def options_from(params: dict[str, Any]) -> reconcile_commands.Options:
         ref=params["ref"],
         safety=Safety(params["adopt"], params["max_prune"], params["allow_prune_all"]),
         use_cache=not params["no_cache"],
-        colour=(lambda text, name: click.style(text, fg=name)) if colour else plain,
+        colour=_colour(params["output"]),
     )
 
 
 def plain(text: str, _colour: str) -> str:
     return text
+
+
+def _colour(output: str) -> Callable[[str, str], str]:
+    """Colour only for text on a terminal, and never with NO_COLOR set."""
+    if output == "text" and sys.stdout.isatty() and "NO_COLOR" not in os.environ:
+        return lambda text, name: click.style(text, fg=name)
+    return plain
 
 
 def confirmation(yes: bool) -> Callable[[str], bool] | None:
@@ -148,6 +155,25 @@ def cli(ctx: click.Context, /, debug: bool, dry_run: bool, yes: bool, **params: 
 def validate(state_dir: Path) -> None:
     """Check the files (schema and cross-references), without a database."""
     sys.exit(reconcile_commands.validate(reconcile_commands.Options(state_dir=state_dir), echo))
+
+
+@cli.command("diff")
+@click.option("--base", required=True, metavar="REF", help="The git ref to compare from.")
+@click.option("--head", metavar="REF", help="The git ref to compare to (default: the files).")
+@state_dir_option
+@click.option("--output", "-o", type=click.Choice(["text", "json", "markdown"]), default="text")
+@click.option("--detailed-exitcode", is_flag=True, help="Exit 2 when there are changes.")
+def diff(
+    base: str, head: str | None, state_dir: Path, output: str, detailed_exitcode: bool
+) -> None:
+    """What the files change between two git refs, with no database (a pull request's diff)."""
+    options = reconcile_commands.Options(
+        state_dir=state_dir,
+        output=output,
+        detailed_exitcode=detailed_exitcode,
+        colour=_colour(output),
+    )
+    sys.exit(diff_commands.run(options, diff_commands.Refs(base, head), echo))
 
 
 @cli.command("plan")

@@ -14,6 +14,7 @@ import hashlib
 import os
 import pickle
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cache
 from importlib import resources as package_data
@@ -88,10 +89,29 @@ def state_files(root: Path) -> list[str]:
 
 
 def load(root: Path, cache_dir: Path | None) -> LoadedFiles:
-    cache = _Cache(cache_dir, root) if cache_dir else None
+    """The files of a working tree; unchanged ones (same stat) come from the cache."""
+    cache = _Cache(cache_dir, f"files-{_path_digest(root)}") if cache_dir else None
     loaded = {
         relative: _load_one(root / relative, relative, cache) for relative in state_files(root)
     }
+    if cache:
+        cache.save()
+    return LoadedFiles(loaded)
+
+
+def load_blobs(
+    blobs: list[tuple[str, str]], read: Callable[[str], bytes], cache_dir: Path | None, repo: Path
+) -> LoadedFiles:
+    """The files of a git tree, as (relative path, blob sha): content-addressed, so a cached
+    blob is trusted as it is and `read` (the blob's bytes) is called only for new ones."""
+    cache = _Cache(cache_dir, f"blobs-{_path_digest(repo)}") if cache_dir else None
+    loaded = {}
+    for relative, sha in blobs:
+        name = f"{relative}@{sha}"
+        hit = cache.get(name, (0, 0, 0), None) if cache else None
+        loaded[relative] = hit or _checked(relative, read(sha))
+        if cache and hit is None:
+            cache.put(name, (0, 0, 0), sha, loaded[relative])
     if cache:
         cache.save()
     return LoadedFiles(loaded)
@@ -104,16 +124,30 @@ def _load_one(path: Path, relative: str, cache: _Cache | None) -> LoadedFile:
         if cache and (hit := cache.get(relative, key, path)):
             return hit
         content = path.read_bytes()
-        text = content.decode("utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        problem = Problem(Source(relative), codes.UNREADABLE_FILE, f"cannot read the file: {exc}")
-        result = FileResult((), (problem,))
-        return LoadedFile(summarize((), has_problems=True), result, None)
-    result = check_file(relative, text)
-    loaded = LoadedFile(summarize(result.resources, bool(result.problems)), result, None)
+    except OSError as exc:
+        return _unreadable(relative, exc)
+    loaded = _checked(relative, content)
     if cache:
         cache.put(relative, key, _digest(content), loaded)
     return loaded
+
+
+def _checked(relative: str, content: bytes) -> LoadedFile:
+    try:
+        text = content.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        return _unreadable(relative, exc)
+    result = check_file(relative, text)
+    return LoadedFile(summarize(result.resources, bool(result.problems)), result, None)
+
+
+def _unreadable(relative: str, exc: Exception) -> LoadedFile:
+    problem = Problem(Source(relative), codes.UNREADABLE_FILE, f"cannot read the file: {exc}")
+    return LoadedFile(summarize((), has_problems=True), FileResult((), (problem,)), None)
+
+
+def _path_digest(path: Path) -> str:
+    return hashlib.sha256(str(path.resolve()).encode()).hexdigest()[:16]
 
 
 def _digest(content: bytes) -> str:
@@ -138,9 +172,8 @@ def _version() -> str:
 
 
 class _Cache:
-    def __init__(self, folder: Path, root: Path) -> None:
-        digest = hashlib.sha256(str(root.resolve()).encode()).hexdigest()[:16]
-        self.path = folder / f"files-{digest}.pickle"
+    def __init__(self, folder: Path, name: str) -> None:
+        self.path = folder / f"{name}.pickle"
         self.entries: dict[str, _Entry] = self._read()
         self.seen: set[str] = set()
         self.dirty = False
@@ -156,13 +189,15 @@ class _Cache:
         except Exception:  # a broken cache costs time, never the command
             return {}
 
-    def get(self, relative: str, key: CacheKey, path: Path) -> LoadedFile | None:
+    def get(self, relative: str, key: CacheKey, path: Path | None) -> LoadedFile | None:
+        """The entry if its key matches; a racy one only if the file at `path` still has the
+        same content (no `path`: the key is the content's own address, always trusted)."""
         self.seen.add(relative)
         entry = self.entries.get(relative)
         if entry is None or entry[0] != key:
             return None
         _, digest, made_ns, summary, blob = entry
-        if made_ns - key[1] > _RACY_NS or _digest(path.read_bytes()) == digest:
+        if path is None or made_ns - key[1] > _RACY_NS or _digest(path.read_bytes()) == digest:
             return LoadedFile(FileSummary(*summary), None, blob)
         return None
 

@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import os
+import posixpath
+from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
 
 import git
 
 from reconciler.core.plan import GitContext
+from reconciler.errors import ReconcilerError
 
 # Where CI systems say which branch they build (a CI checkout is often a detached HEAD).
 CI_REF_VARIABLES = ("GITHUB_HEAD_REF", "GITHUB_REF_NAME", "CI_COMMIT_REF_NAME", "BRANCH_NAME")
@@ -37,3 +41,45 @@ def _branch(repo: git.Repo) -> str | None:
         if value := os.environ.get(variable):
             return value
     return None
+
+
+class GitTree:
+    """The state directory's files at a git ref, read from the object database (no checkout)."""
+
+    def __init__(self, state_dir: Path, ref: str) -> None:
+        try:
+            self.repo = git.Repo(state_dir, search_parent_directories=True)
+        except (git.InvalidGitRepositoryError, git.NoSuchPathError):
+            raise ReconcilerError(f"{state_dir} is not in a git repository") from None
+        try:
+            self.commit = self.repo.commit(ref)
+        except (git.BadName, ValueError):
+            raise ReconcilerError(f"unknown git ref {ref!r}") from None
+        top = Path(self.repo.working_tree_dir or ".")
+        prefix = os.path.relpath(state_dir.resolve(), top.resolve())
+        self.prefix = "" if prefix == "." else prefix.replace(os.sep, "/")
+        self.root = top
+
+    def blobs(self) -> list[tuple[str, str]]:
+        """(path relative to the state directory, blob sha) of every YAML file, sorted."""
+        try:
+            tree = self.commit.tree / self.prefix if self.prefix else self.commit.tree
+        except KeyError:
+            return []  # the state directory does not exist at that ref
+        found = []
+        tree_any: Any = tree  # gitpython's traverse() overloads do not type a plain walk
+        items: Iterable[Any] = tree_any.traverse(prune=_hidden_folder)
+        for item in items:
+            if item.type == "blob" and item.name.endswith((".yaml", ".yml")):
+                found.append((posixpath.relpath(item.path, self.prefix or "."), item.hexsha))
+        return sorted(found)
+
+    def read(self, sha: str) -> bytes:
+        return bytes(self.repo.odb.stream(bytes.fromhex(sha)).read())
+
+    def close(self) -> None:
+        self.repo.close()
+
+
+def _hidden_folder(item: object, _depth: int) -> bool:
+    return getattr(item, "type", "") == "tree" and str(getattr(item, "name", "")).startswith(".")

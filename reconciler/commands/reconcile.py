@@ -78,7 +78,7 @@ def validate(options: Options, out: Echo) -> int:
 
 def plan(options: Options, out: Echo) -> int:
     result = reconcile(options, commit=False)
-    return _show(result, options, out)
+    return show(result, options, out)
 
 
 def apply(options: Options, out: Echo, confirm: Callable[[str], bool] | None) -> int:
@@ -86,19 +86,19 @@ def apply(options: Options, out: Echo, confirm: Callable[[str], bool] | None) ->
     expected = None
     if confirm is not None:
         shown = reconcile(options, commit=False)
-        _show(shown, options, out)
+        show(shown, options, out)
         if not shown.changes_present or not confirm("Apply this plan?"):
             return 0
         expected = render.as_dict(shown)
     result = reconcile(options, commit=True, expected=expected)
     if confirm is None:
-        _show(result, options, out)
+        show(result, options, out)
     else:
         out(f"Applied. {render.summary_line(result)}")
     return 0
 
 
-def _show(result: Plan, options: Options, out: Echo) -> int:
+def show(result: Plan, options: Options, out: Echo) -> int:
     if options.output == "json":
         out(render.to_json(result))
     elif options.output == "markdown":
