@@ -14,6 +14,7 @@ import click
 from reconciler import __version__
 from reconciler.commands import db as db_commands
 from reconciler.commands import diff as diff_commands
+from reconciler.commands import history as history_commands
 from reconciler.commands import reconcile as reconcile_commands
 from reconciler.core.plan import Safety
 from reconciler.errors import ReconcilerError
@@ -174,6 +175,15 @@ def diff(
         colour=_colour(output),
     )
     sys.exit(diff_commands.run(options, diff_commands.Refs(base, head), echo))
+
+
+@cli.command("history")
+@database_options
+@click.option("--limit", type=click.IntRange(min=1), default=20, show_default=True)
+@click.option("--output", "-o", type=click.Choice(["text", "json"]), default="text")
+def history(database_url: str | None, lock_timeout: float, limit: int, output: str) -> None:
+    """Past applies, newest first: when, commit, ref, who, what changed."""
+    sys.exit(history_commands.run(database_url, lock_timeout, limit, output, echo))
 
 
 @cli.command("plan")

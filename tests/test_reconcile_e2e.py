@@ -323,3 +323,26 @@ def test_awkward_text_survives_the_round_trip(repo: Repo, db_url: str) -> None:
         ).fetchone() or ("", [])
     assert title == 'Tabs\tnew\nlines, back\\slashes, "quotes" and ünïcödé ✓'
     assert modules == ["a,b", 'quote"d', "back\\slash", "{x}", "NULL", "x"]
+
+
+def test_history_lists_the_applies_newest_first(repo: Repo, db_url: str) -> None:
+    def history(*args: str) -> str:
+        result = reconcile("history", "--database-url", db_url, *args)
+        assert result.code == 0, result.stderr
+        return result.stdout
+
+    assert history().strip() == "No applies yet."
+    run(repo, db_url, "apply", "--yes")
+    text = (repo.root / "catalog/tools.yaml").read_text()
+    repo.write("catalog/tools.yaml", text.replace("odoo:19.0", "odoo:19.0-1"))
+    commit = repo.commit("bump odoo 19")
+    run(repo, db_url, "apply", "--yes")
+    run(repo, db_url, "apply", "--yes")  # no changes: not recorded
+    lines = history().strip().splitlines()
+    assert len(lines) == 2
+    assert f"  {commit[:12]}  main" in lines[0] and lines[0].endswith("1 update, 4 runs")
+    assert lines[1].endswith("38 create, 4 runs")
+    entries = json.loads(history("-o", "json", "--limit", "1"))
+    assert [(e["commit"], e["ref"], e["summary"]["update"]) for e in entries] == [
+        (commit, "main", 1)
+    ]

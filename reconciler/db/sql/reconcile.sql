@@ -194,3 +194,9 @@ update ops.workflows set git_commit = %(commit)s where id = %(id)s
 insert into ops.reconcile_applies (git_commit, git_ref, summary, plan)
 values (%(commit)s, %(ref)s, %(summary)s, %(plan)s)
 returning id
+
+-- name: history
+select applied_at, git_commit, git_ref, applied_by, summary
+from ops.reconcile_applies
+order by applied_at desc
+limit %(limit)s
