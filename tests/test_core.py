@@ -219,7 +219,7 @@ def rows_for(state: Any, managed: bool = True, **overrides: Any) -> dict[Any, Ro
 
 def diff_of(state: Any, rows: dict[Any, Row]) -> list[Change]:
     """The diff when the index knows no spec_hash: every existing row is compared in full."""
-    index = {slot: Indexed(row.id, None, row.managed) for slot, row in rows.items()}
+    index = {slot: Indexed(row.id, "an older digest", row.managed) for slot, row in rows.items()}
     return diff(state, index, {s: rows[s] for s in needs_detail(state, index)})
 
 
@@ -323,6 +323,7 @@ def test_json_plan_has_the_contract_shape() -> None:
         "disable": 0,
         "adopt": 0,
         "runs": 1,
+        "drift": 0,
     }
     assert document["changes"][0]["fields"] == ["config.tier"]
     assert document["runs"][0]["action"] == "enqueue"

@@ -272,9 +272,14 @@ def test_a_row_edited_outside_reconcile_is_put_back(repo: Repo, db_url: str) -> 
         conn.execute("update ops.workflows set git_commit = 'x', updated_at = now()")
         assert scalar(conn, "select count(*) from ops.workflows where spec_hash is null") == 0
     plan = plan_json(repo, db_url)
-    assert [(c["key"], c["action"], c["fields"], c["before"]["name"]) for c in plan["changes"]] == [
-        ("acme-erp", "update", ["name"], "Edited by hand")
-    ]
+    assert [
+        (c["key"], c["action"], c["fields"], c["before"]["name"], c.get("drift"))
+        for c in plan["changes"]
+    ] == [("acme-erp", "update", ["name"], "Edited by hand", True)]
+    assert plan["summary"]["drift"] == 1
+    text = run(repo, db_url, "plan", "--detailed-exitcode")
+    assert text.code == 2
+    assert "~ project acme-erp (drift: changed outside reconcile; this puts it back)" in text.stdout
     assert run(repo, db_url, "apply", "--yes").code == 0
     assert plan_json(repo, db_url)["changes"] == []
 

@@ -44,6 +44,7 @@ class Change:
     identity: Identity
     row_id: Any = None
     digest: str | None = None  # the files' digest, which the written row keeps as spec_hash
+    drift: bool = False  # the row was changed outside reconcile; the update puts it back
 
 
 @dataclass(frozen=True)
@@ -85,6 +86,7 @@ class Plan:
         for change in self.changes:
             counts[change.action] += 1
         counts["runs"] = len(self.enqueued)
+        counts["drift"] = sum(1 for c in self.changes if c.drift)
         return counts
 
     def pruned(self) -> list[Change]:
@@ -131,7 +133,9 @@ def diff(desired: DesiredState, index: dict[Slot, Indexed], rows: dict[Slot, Row
                     digest=want.digest,
                 )
             )
-        elif (row := rows.get(slot)) is not None and (change := _against(slot, want, row)):
+        elif (row := rows.get(slot)) is not None and (
+            change := _against(slot, want, row, drifted=_drifted(index[slot], row))
+        ):
             changes.append(change)
     changes += [
         c
@@ -149,7 +153,14 @@ def _after(slot: Slot, want: Resource) -> dict[str, Any]:
     return fields
 
 
-def _against(slot: Slot, want: Resource, row: Row) -> Change | None:
+def _drifted(indexed: Indexed, row: Row) -> bool:
+    """A managed row whose spec_hash was cleared: something other than reconcile changed it
+    (the trigger of migration 0008). Rows reconcile pruned have none either, and are not."""
+    pruned = row.fields.get("status") == "archived" or row.fields.get("enabled") is False
+    return indexed.managed and indexed.spec_hash is None and not pruned
+
+
+def _against(slot: Slot, want: Resource, row: Row, *, drifted: bool = False) -> Change | None:
     after = _after(slot, want)
     paths = tuple(changed_paths(row.fields, after))
     if not row.managed:
@@ -158,7 +169,16 @@ def _against(slot: Slot, want: Resource, row: Row) -> Change | None:
         )
     if paths:
         return Change(
-            want.kind, want.key, "update", paths, row.fields, after, slot[1], row.id, want.digest
+            want.kind,
+            want.key,
+            "update",
+            paths,
+            row.fields,
+            after,
+            slot[1],
+            row.id,
+            want.digest,
+            drift=drifted,
         )
     return None
 

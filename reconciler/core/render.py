@@ -45,6 +45,7 @@ def as_dict(plan: Plan) -> dict[str, Any]:
                 "fields": list(c.paths),
                 "before": c.before,
                 "after": c.after,
+                **({"drift": True} if c.drift else {}),
             }
             for c in plan.changes
         ],
@@ -93,6 +94,8 @@ def summary_line(plan: Plan) -> str:
     if plan.new_users:
         parts.append(f"{len(plan.new_users)} user(s) to create")
     parts.append(f"{counts['runs']} run(s) to enqueue")
+    if counts["drift"]:
+        parts.append(f"{counts['drift']} drifted resource(s) put back")
     return "Plan: " + ", ".join(parts) + "."
 
 
@@ -101,6 +104,8 @@ def _change_lines(change: Change, style: Style) -> list[str]:
     head = f"  {symbol} {change.kind} {change.key}"
     if change.action not in ("create", "update"):
         head += f" ({change.action})"
+    if change.drift:
+        head += " (drift: changed outside reconcile; this puts it back)"
     lines = [style(head, _COLOURS[symbol])]
     for path in change.paths:
         lines.append(
