@@ -188,16 +188,31 @@ def history(database_url: str | None, lock_timeout: float, limit: int, output: s
 
 @cli.command("plan")
 @plan_options
-def plan(**params: Any) -> None:
+@click.option(
+    "--out",
+    "save_to",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Save the plan, for `reconcile apply FILE`.",
+)
+def plan(save_to: Path | None, **params: Any) -> None:
     """Show what apply would change; changes nothing (the writes are rolled back)."""
-    sys.exit(reconcile_commands.plan(options_from(params), echo))
+    sys.exit(reconcile_commands.plan(options_from(params), echo, save_to))
 
 
 @cli.command("apply")
 @plan_options
 @click.option("--yes", "-y", is_flag=True, help="Apply without asking.")
-def apply(yes: bool, **params: Any) -> None:
-    """Apply the files to the database in one transaction."""
+@click.argument(
+    "plan_file", required=False, type=click.Path(exists=True, dir_okay=False, path_type=Path)
+)
+def apply(yes: bool, plan_file: Path | None, **params: Any) -> None:
+    """Apply the files to the database in one transaction.
+
+    With PLAN_FILE (from `reconcile plan --out`): apply exactly that plan, or refuse it if the
+    database or the files changed since it was made.
+    """
+    if plan_file is not None:
+        sys.exit(reconcile_commands.apply_saved(options_from(params), plan_file, echo))
     sys.exit(reconcile_commands.apply(options_from(params), echo, confirmation(yes)))
 
 

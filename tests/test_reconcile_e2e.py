@@ -351,3 +351,43 @@ def test_history_lists_the_applies_newest_first(repo: Repo, db_url: str) -> None
     assert [(e["commit"], e["ref"], e["summary"]["update"]) for e in entries] == [
         (commit, "main", 1)
     ]
+
+
+def test_a_saved_plan_applies_exactly(repo: Repo, db_url: str, tmp_path: Path) -> None:
+    saved = tmp_path / "plan.json"
+    assert run(repo, db_url, "plan", "--out", str(saved)).code == 0
+    result = reconcile("apply", str(saved), "--database-url", db_url)
+    assert result.code == 0, result.stderr
+    assert result.stdout.startswith(f"Applied {saved}. Plan: 38 to create")
+    assert plan_json(repo, db_url)["changes"] == []
+
+
+def test_a_stale_saved_plan_is_refused_naming_what_moved(
+    repo: Repo, db_url: str, tmp_path: Path
+) -> None:
+    run(repo, db_url, "apply", "--yes")
+    text = (repo.root / "catalog/tools.yaml").read_text()
+    repo.write("catalog/tools.yaml", text.replace("odoo:17.0", "odoo:17.0-1"))
+    repo.commit("bump 17")
+    saved = tmp_path / "plan.json"
+    assert run(repo, db_url, "plan", "--out", str(saved)).code == 0
+    with psycopg.connect(db_url) as conn:  # someone edits the database meanwhile
+        conn.execute("update ops.projects set name = 'Renamed' where slug = 'globex-shop'")
+    before = counts(db_url)
+    result = reconcile("apply", str(saved), "--database-url", db_url)
+    assert result.code == 1
+    assert result.stderr.strip() == (
+        "error: the plan is stale: the database or the files changed since it was made "
+        "(project globex-shop); nothing was written: make a new plan"
+    )
+    assert counts(db_url) == before
+    with psycopg.connect(db_url) as conn:
+        assert scalar(conn, "select name from ops.projects where slug = 'globex-shop'") == "Renamed"
+
+
+def test_a_file_that_is_not_a_saved_plan(tmp_path: Path, db_url: str) -> None:
+    bogus = tmp_path / "plan.json"
+    bogus.write_text("{}")
+    result = reconcile("apply", str(bogus), "--database-url", db_url)
+    assert result.code == 1
+    assert result.stderr.strip() == f"error: {bogus} is not a plan saved by `reconcile plan --out`"

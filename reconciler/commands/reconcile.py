@@ -7,6 +7,8 @@ database's own checks speak at plan time), an apply commits them.
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -28,6 +30,7 @@ from reconciler.core.plan import (
     resolve_members,
 )
 from reconciler.core.problems import Problem
+from reconciler.core.saved import SAVED_FORMAT, moved, saved
 from reconciler.core.summary import RunEntry, combine, stale_groups
 from reconciler.db import migrations, state
 from reconciler.db.connection import advisory_xact_lock, connect, lock_key, user_errors
@@ -76,9 +79,28 @@ def validate(options: Options, out: Echo) -> int:
     return 0
 
 
-def plan(options: Options, out: Echo) -> int:
+def plan(options: Options, out: Echo, save_to: Path | None = None) -> int:
     result = reconcile(options, commit=False)
+    if save_to is not None:
+        document = saved(render.as_dict(result), str(options.state_dir.resolve()), options.ref)
+        save_to.write_text(json.dumps(document, indent=2, default=str) + "\n")
     return show(result, options, out)
+
+
+def apply_saved(options: Options, plan_file: Path, out: Echo) -> int:
+    """Apply exactly the saved plan, or refuse it when anything moved since it was made."""
+    try:
+        document = json.loads(plan_file.read_text())
+    except (OSError, ValueError):
+        document = None
+    if not isinstance(document, dict) or document.get("format") != SAVED_FORMAT:
+        raise ReconcilerError(f"{plan_file} is not a plan saved by `reconcile plan --out`")
+    options = dataclasses.replace(
+        options, state_dir=Path(document["state_dir"]), ref=document["ref"]
+    )
+    result = reconcile(options, commit=True, expected=document["plan"])
+    out(f"Applied {plan_file}. {render.summary_line(result)}")
+    return 0
 
 
 def apply(options: Options, out: Echo, confirm: Callable[[str], bool] | None) -> int:
@@ -184,10 +206,14 @@ def _plan(
 
 
 def _refuse_if_moved(result: Plan, expected: dict[str, Any] | None) -> None:
-    if expected is not None and render.as_dict(result) != expected:
+    if expected is None:
+        return
+    what = moved(expected, render.as_dict(result))
+    if what:
+        shown = ", ".join(what[:10]) + (f" and {len(what) - 10} more" if len(what) > 10 else "")
         raise PlanChanged(
-            "the database or the files changed since the plan was shown; "
-            "nothing was written: run reconcile again to see the new plan"
+            f"the plan is stale: the database or the files changed since it was made "
+            f"({shown}); nothing was written: make a new plan"
         )
 
 
