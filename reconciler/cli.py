@@ -17,6 +17,7 @@ from reconciler.commands import diff as diff_commands
 from reconciler.commands import history as history_commands
 from reconciler.commands import reconcile as reconcile_commands
 from reconciler.core.plan import Safety
+from reconciler.core.problems import Problem
 from reconciler.errors import ReconcilerError
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -92,6 +93,18 @@ def plan_options(func: F) -> F:
                 help="Allow a plan that prunes every managed resource.",
             ),
             click.option("--no-cache", is_flag=True, help="Parse every file again."),
+            click.option(
+                "--markdown-limit",
+                type=click.IntRange(min=2000),
+                default=65535,
+                show_default=True,
+                help="Longest Markdown output, in characters.",
+            ),
+            click.option(
+                "--read-only",
+                is_flag=True,
+                help="plan: do not execute the writes (for a read-only database user).",
+            ),
         ]
     ):
         func = option(func)
@@ -109,6 +122,8 @@ def options_from(params: dict[str, Any]) -> reconcile_commands.Options:
         safety=Safety(params["adopt"], params["max_prune"], params["allow_prune_all"]),
         use_cache=not params["no_cache"],
         colour=_colour(params["output"]),
+        read_only=params["read_only"],
+        markdown_limit=params["markdown_limit"],
     )
 
 
@@ -164,17 +179,18 @@ def validate(state_dir: Path) -> None:
 @state_dir_option
 @click.option("--output", "-o", type=click.Choice(["text", "json", "markdown"]), default="text")
 @click.option("--detailed-exitcode", is_flag=True, help="Exit 2 when there are changes.")
-def diff(
-    base: str, head: str | None, state_dir: Path, output: str, detailed_exitcode: bool
-) -> None:
+@click.option("--markdown-limit", type=click.IntRange(min=2000), default=65535)
+def diff(**params: Any) -> None:
     """What the files change between two git refs, with no database (a pull request's diff)."""
     options = reconcile_commands.Options(
-        state_dir=state_dir,
-        output=output,
-        detailed_exitcode=detailed_exitcode,
-        colour=_colour(output),
+        state_dir=params["state_dir"],
+        output=params["output"],
+        detailed_exitcode=params["detailed_exitcode"],
+        colour=_colour(params["output"]),
+        markdown_limit=params["markdown_limit"],
     )
-    sys.exit(diff_commands.run(options, diff_commands.Refs(base, head), echo))
+    refs = diff_commands.Refs(params["base"], params["head"])
+    sys.exit(diff_commands.run(options, refs, echo))
 
 
 @cli.command("history")
@@ -247,6 +263,36 @@ def db_drop(database_url: str | None, lock_timeout: float, yes: bool) -> None:
     sys.exit(db_commands.drop(database_url, lock_timeout, yes, echo))
 
 
+def report_problems(invalid: reconcile_commands.InvalidFiles) -> None:
+    """One line per problem on stderr, and on GitHub Actions an annotation per problem."""
+    for problem in invalid.problems:
+        click.echo(str(problem), err=True)
+    if os.environ.get("GITHUB_ACTIONS") == "true":
+        for line in github_annotations(invalid.problems, invalid.root):
+            click.echo(line)
+    click.echo(f"error: {invalid}", err=True)
+
+
+def github_annotations(problems: list[Problem], root: Path | None) -> list[str]:
+    """`::error` workflow commands, so GitHub marks each problem on its line of the diff.
+    Paths are relative to the workspace (the repository's root in a job)."""
+    workspace = Path(os.environ.get("GITHUB_WORKSPACE") or ".").resolve()
+    lines = []
+    for problem in problems:
+        path = (root or Path(".")).resolve() / problem.source.file
+        where = os.path.relpath(path, workspace)
+        lines.append(
+            f"::error file={_escape(where, True)},line={problem.source.line},"
+            f"col={problem.source.col},title={problem.code}::{_escape(problem.message, False)}"
+        )
+    return lines
+
+
+def _escape(text: str, is_property: bool) -> str:
+    text = text.replace("%", "%25").replace("\r", "%0D").replace("\n", "%0A")
+    return text.replace(":", "%3A").replace(",", "%2C") if is_property else text
+
+
 def main(argv: list[str] | None = None) -> int:  # noqa: PLR0911  (one exit per error kind)
     """Entry point: exit 0 ok, 1 user-fixable error (one line on stderr), 2 only for changes."""
     debug = "--debug" in (argv if argv is not None else sys.argv[1:])
@@ -255,9 +301,7 @@ def main(argv: list[str] | None = None) -> int:  # noqa: PLR0911  (one exit per 
     except SystemExit as exc:
         return exc.code if isinstance(exc.code, int) else 0
     except reconcile_commands.InvalidFiles as exc:
-        for problem in exc.problems:
-            click.echo(str(problem), err=True)
-        click.echo(f"error: {exc}", err=True)
+        report_problems(exc)
         return 1
     except ReconcilerError as exc:
         click.echo(f"error: {exc}", err=True)

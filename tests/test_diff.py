@@ -119,4 +119,4 @@ def test_text_and_markdown_and_exit_codes(repo: Repo) -> None:
         "markdown",
         env=NO_DATABASE,
     )
-    assert markdown.stdout.startswith("### reconcile plan")
+    assert markdown.stdout.startswith("### reconcile diff")

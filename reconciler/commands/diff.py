@@ -37,12 +37,12 @@ def run(options: Options, refs: Refs, out: Echo) -> int:
     wanted, problems = assemble(head.resources(changed), known_projects=set())
     found = collect(head.problems, problems)
     if found:
-        raise InvalidFiles(found)
+        raise InvalidFiles(found, options.state_dir)
     before, _ = assemble(base.resources(changed), known_projects=set())
     index, rows = _as_rows(before)
     commit = _head_commit(options.state_dir, refs.head)
     result = Plan(tuple(diff(wanted, index, rows)), (), commit, refs.head)
-    return show(result, options, out)
+    return show(result, options, out, title="reconcile diff")
 
 
 def _at_ref(state_dir: Path, ref: str) -> files.LoadedFiles:

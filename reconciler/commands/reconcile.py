@@ -45,9 +45,10 @@ Echo = Callable[[str], None]
 class InvalidFiles(ReconcilerError):
     """The files have problems; nothing was written."""
 
-    def __init__(self, problems: list[Problem]) -> None:
+    def __init__(self, problems: list[Problem], root: Path | None = None) -> None:
         super().__init__(f"{len(problems)} problem(s) in the files; nothing was written")
         self.problems = problems
+        self.root = root  # the state directory the problems' files are relative to
 
 
 class PlanChanged(ReconcilerError):
@@ -65,6 +66,8 @@ class Options:
     safety: Safety = field(default_factory=Safety)
     use_cache: bool = True
     colour: Callable[[str, str], str] = render.plain
+    read_only: bool = False  # plan without executing the writes (a read-only database user)
+    markdown_limit: int = render.MARKDOWN_LIMIT
 
 
 def validate(options: Options, out: Echo) -> int:
@@ -74,7 +77,7 @@ def validate(options: Options, out: Echo) -> int:
     _, problems = assemble(resources, known_projects=set())
     found = collect(loaded.problems, problems)
     if found:
-        raise InvalidFiles(found)
+        raise InvalidFiles(found, options.state_dir)
     out(f"{len(loaded.files)} file(s), {len(resources)} resource(s): valid")
     return 0
 
@@ -120,17 +123,24 @@ def apply(options: Options, out: Echo, confirm: Callable[[str], bool] | None) ->
     return 0
 
 
-def show(result: Plan, options: Options, out: Echo) -> int:
+def show(result: Plan, options: Options, out: Echo, title: str = "reconcile plan") -> int:
     if options.output == "json":
         out(render.to_json(result))
     elif options.output == "markdown":
-        out(render.to_markdown(result))
+        out(render.to_markdown(result, options.markdown_limit, title))
     else:
         out(render.to_text(result, options.colour))
     return 2 if options.detailed_exitcode and result.changes_present else 0
 
 
 def reconcile(options: Options, *, commit: bool, expected: dict[str, Any] | None = None) -> Plan:
+    try:
+        return _reconcile(options, commit=commit, expected=expected)
+    except InvalidFiles as invalid:
+        raise InvalidFiles(invalid.problems, options.state_dir) from None
+
+
+def _reconcile(options: Options, *, commit: bool, expected: dict[str, Any] | None) -> Plan:
     """The pipeline. Only groups (projects, tools, advisories) whose summary differs from the
     database's are read and compared row by row (core/summary.py)."""
     loaded = _load(options)
@@ -144,6 +154,8 @@ def reconcile(options: Options, *, commit: bool, expected: dict[str, Any] | None
         status = migrations.read_status(conn)
         migrations.require_current(status)
         with conn.transaction(force_rollback=not commit):
+            if options.read_only and not commit:
+                conn.execute("set transaction read only")
             advisory_xact_lock(conn, APPLY_LOCK_KEY, options.lock_timeout_s)
             groups = state.group_states(conn)
             stale = stale_groups(wanted, groups)
@@ -156,6 +168,8 @@ def reconcile(options: Options, *, commit: bool, expected: dict[str, Any] | None
                     g.managed for name, g in groups.items() if name not in stale and name in wanted
                 )
                 _refuse_if_unsafe(result, desired, actual, kept, options.safety)
+            if options.read_only and not commit:
+                return result
             writer = Writer(conn, desired, actual)
             try:
                 writer.write(result)

@@ -144,10 +144,10 @@ def _show(value: Any) -> str:
     return text if len(text) <= 80 else text[:77] + "..."
 
 
-def to_markdown(plan: Plan, limit: int = MARKDOWN_LIMIT) -> str:
+def to_markdown(plan: Plan, limit: int = MARKDOWN_LIMIT, title: str = "reconcile plan") -> str:
     """A pull-request comment; when the details would not fit, the rest is summarised."""
     counts = plan.summary()
-    head = ["### reconcile plan", ""]
+    head = [f"### {title}", ""]
     if plan.commit:
         head.append(f"Commit `{plan.commit[:12]}` on `{plan.ref or 'detached'}`.")
         head.append("")
