@@ -4,6 +4,7 @@
 -- may be referenced by other things.
 
 drop table if exists ops.reconcile_applies cascade;
+-- (the roles anon, authenticated, service_role and ops_reader are cluster-wide: left alone)
 drop table if exists ops.project_memberships cascade;
 drop table if exists ops.upgrade_advisories cascade;
 drop table if exists ops.tools cascade;
