@@ -371,3 +371,24 @@ def test_summaries_add_up_whatever_the_file_order() -> None:
 )
 def test_stale_groups(actual: dict[str, GroupState], stale: set[str]) -> None:
     assert stale_groups({"p": 5}, actual) == stale
+
+
+def test_markdown_of_a_ten_thousand_project_change_fits_one_comment() -> None:
+    kinds = [("project", 1), ("workflow", 5), ("membership", 10)]
+    changes = tuple(
+        Change(
+            kind,
+            f"fleet-{i:05d}/{kind}-{k}",
+            "update",
+            ("config.tier",),
+            {"config": {"tier": "standard"}},
+            {"config": {"tier": "premium"}},
+            (str(i),),
+        )
+        for i in range(10_000)
+        for kind, n in kinds
+        for k in range(n)
+    )
+    text = render.to_markdown(Plan(changes, (), "e" * 40, "main"))
+    assert len(changes) == 160_000 and len(text) < render.MARKDOWN_LIMIT
+    assert "160000 to update" in text and "more line(s), not shown" in text

@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import json
+import shlex
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
+import yaml
 from jsonschema import Draft202012Validator
 
 from reconciler.commands.reconcile import Options, validate
@@ -29,3 +33,17 @@ def test_every_example_validates() -> None:
         == 0
     )
     assert said == ["5 file(s), 38 resource(s): valid"]
+
+
+def test_the_pre_commit_hook_runs_validate() -> None:
+    [hook] = yaml.safe_load((ROOT / ".pre-commit-hooks.yaml").read_text())
+    assert hook["id"] == "reconcile-validate" and hook["pass_filenames"] is False
+    command = shlex.split(hook["entry"])
+    assert command[0] == "reconcile"
+    done = subprocess.run(
+        [sys.executable, "-m", "reconciler", *command[1:], "-C", str(ROOT / "examples/projects")],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert done.returncode == 0 and done.stdout.endswith("resource(s): valid\n")
