@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
+import pty
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -391,3 +395,48 @@ def test_a_file_that_is_not_a_saved_plan(tmp_path: Path, db_url: str) -> None:
     result = reconcile("apply", str(bogus), "--database-url", db_url)
     assert result.code == 1
     assert result.stderr.strip() == f"error: {bogus} is not a plan saved by `reconcile plan --out`"
+
+
+def test_on_a_terminal_apply_shows_the_plan_and_asks(repo: Repo, db_url: str) -> None:
+    """The interactive path, on a real pseudo-terminal: no, then yes."""
+
+    def answer(reply: bytes) -> str:
+        leader, follower = pty.openpty()
+        env = {k: v for k, v in os.environ.items() if k != "DATABASE_URL"}
+        env["NO_COLOR"] = "1"
+        process = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "reconciler",
+                "apply",
+                "-C",
+                str(repo.root),
+                "--database-url",
+                db_url,
+            ],
+            stdin=follower,
+            stdout=follower,
+            stderr=follower,
+            env=env,
+            close_fds=True,
+        )
+        os.close(follower)
+        seen = b""
+        while b"Apply this plan?" not in seen:
+            seen += os.read(leader, 4096)
+        os.write(leader, reply + b"\n")
+        process.wait(timeout=60)
+        try:
+            while chunk := os.read(leader, 4096):
+                seen += chunk
+        except OSError:
+            pass
+        os.close(leader)
+        assert process.returncode == 0
+        return seen.decode()
+
+    refused = answer(b"n")
+    assert "Plan: 38 to create" in refused and counts(db_url)["projects"] == 0
+    accepted = answer(b"y")
+    assert "Applied. Plan: 38 to create" in accepted and counts(db_url)["projects"] == 3
