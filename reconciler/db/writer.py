@@ -61,11 +61,13 @@ def copy_text(rows: list[tuple[Any, ...]], *, plain: bool = False) -> str:
 
 def _copy_field(value: Any) -> str:
     text: str
-    if value is None:
+    if type(value) is str:  # the common case first: this runs for every field of every row
+        text = value
+    elif value is None:
         return "\\N"
-    if isinstance(value, bool):
+    elif isinstance(value, bool):
         return "t" if value else "f"
-    if isinstance(value, dict):
+    elif isinstance(value, dict):
         text = json.dumps(value, ensure_ascii=False, separators=(",", ":"))
     elif isinstance(value, list):
         text = "{" + ",".join(_array_item(v) for v in value) + "}"
