@@ -38,7 +38,7 @@ class Resource(NamedTuple):
     col: int
     inline: bool = False
     refs: tuple[tuple[str, int, int], ...] = ()  # where `project` / `user` are written
-    label: str | None = None  # the key as written (memberships)
+    label: str | None = None  # the key users see (for memberships, the user as written)
     runs_on: str | None = None  # workflows: the branch whose pushes run it, ANY_BRANCH, or None
 
     @property
@@ -81,6 +81,7 @@ def make(
     refs: tuple[tuple[str, Source], ...] = (),
     **extra: Any,
 ) -> Resource:
+    extra.setdefault("label", resource_key(kind, identity))  # computed once, cached with it
     return Resource(
         kind,
         identity,
