@@ -32,6 +32,16 @@ drop function if exists ops.validate_run_status_transition();
 drop function if exists ops.record_run_status_change();
 drop function if exists ops.refuse_run_event_update();
 drop function if exists ops.clear_spec_hash();
+drop function if exists ops.reap_expired_runs(integer);
+drop function if exists ops.claim_run(text, integer);
+drop function if exists ops.heartbeat_run(uuid, uuid, integer);
+drop function if exists ops.start_run(uuid, uuid);
+drop function if exists ops.append_run_logs(uuid, uuid, jsonb);
+drop function if exists ops.record_run_artifact(uuid, uuid, text, text, text, bigint, text, timestamptz, jsonb);
+drop function if exists ops.finish_run(uuid, uuid, integer, text);
+drop function if exists ops.cancel_run(uuid, text);
+drop function if exists ops.leased_run(uuid, uuid, text[]);
+drop function if exists ops.notify_runs_queued();
 
 drop view if exists ops.agent_runs_v;
 drop view if exists ops.agent_run_logs_v;

@@ -1,0 +1,375 @@
+-- Leases (seed review, defect 8): a run claimed by a worker that dies must not stay claimed or
+-- running forever, and a worker that lost its run must not write to it any more.
+-- * A claim takes a lease: a fresh random token (the fencing token) and an expiry. Heartbeats
+--   extend it. Every write of a worker for a run (heartbeat, start, logs, artifacts, finish)
+--   names the token and is refused once the lease expired or moved on.
+-- * Any worker re-queues runs whose lease expired (`reap_expired_runs`, also at each claim),
+--   or fails them after `max_attempts` claims, with the reason. Each move writes run_events.
+-- * Cancellation: a queued run is canceled at once; a claimed or running one is marked, and its
+--   worker learns it from the heartbeat, stops the steps and finishes it as canceled.
+-- * Wake-ups: NOTIFY ops_runs when runs are queued (workers LISTEN, and poll as a fallback).
+-- The seed's six functions stay as they were (no lease: legacy callers keep working).
+
+alter table ops.runs
+  add column attempt integer not null default 0 check (attempt >= 0),
+  add column max_attempts integer not null default 3 check (max_attempts >= 1),
+  add column lease_token uuid,
+  add column lease_expires_at timestamptz,
+  add column cancel_requested_at timestamptz;
+
+comment on column ops.runs.lease_token is 'Fencing token of the current claim';
+comment on column ops.runs.lease_expires_at is 'When the claim lapses unless a heartbeat extends it';
+
+create index idx_ops_runs_lease_expiry on ops.runs(lease_expires_at)
+  where status in ('claimed', 'running');
+
+create or replace function ops.validate_run_insert()
+returns trigger
+language plpgsql
+as $$
+begin
+  if new.status <> 'queued' then
+    raise exception 'Invalid run: a new run must be queued, not %', new.status
+      using errcode = 'check_violation';
+  end if;
+  if num_nonnulls(new.claimed_by, new.claimed_at, new.started_at, new.finished_at,
+                  new.exit_code, new.lease_token, new.lease_expires_at) > 0 then
+    raise exception 'Invalid run: a new run has no claim, start, finish or exit code'
+      using errcode = 'check_violation';
+  end if;
+  return new;
+end;
+$$;
+
+create or replace function ops.validate_run_status_transition()
+returns trigger
+language plpgsql
+as $$
+declare
+  v_lapsed boolean := old.lease_expires_at is not null and old.lease_expires_at <= now();
+begin
+  if old.status in ('succeeded', 'failed', 'canceled') then
+    raise exception 'Invalid transition: final states cannot transition (run % is %)',
+      old.id, old.status using errcode = 'check_violation';
+  end if;
+
+  if new.status is distinct from old.status and not (
+       (old.status = 'queued' and new.status in ('claimed', 'canceled'))
+    or (old.status = 'claimed' and new.status in ('running', 'canceled'))
+    or (old.status = 'running' and new.status in ('succeeded', 'failed', 'canceled'))
+    or (old.status in ('claimed', 'running') and new.status = 'queued' and v_lapsed)
+    or (old.status = 'claimed' and new.status = 'failed' and v_lapsed)
+  ) then
+    raise exception using
+      message = format('Invalid transition: %s cannot go to %s%s', old.status, new.status,
+        case when new.status = 'queued' or (old.status = 'claimed' and new.status = 'failed')
+             then ' (only once its lease expired)' else '' end),
+      errcode = 'check_violation';
+  end if;
+
+  if new.status = 'claimed' and new.claimed_by is null then
+    raise exception 'Invalid transition: a claimed run names its worker (claimed_by)'
+      using errcode = 'check_violation';
+  end if;
+
+  if new.status is distinct from old.status then
+    new.updated_at := now();
+    case new.status
+      when 'claimed' then new.claimed_at := coalesce(new.claimed_at, now());
+      when 'running' then new.started_at := coalesce(new.started_at, now());
+      when 'queued' then
+        new.claimed_by := null;
+        new.claimed_at := null;
+        new.started_at := null;
+        new.lease_token := null;
+        new.lease_expires_at := null;
+      else
+        new.finished_at := coalesce(new.finished_at, now());
+        new.lease_expires_at := null;
+    end case;
+  end if;
+  return new;
+end;
+$$;
+
+create or replace function ops.record_run_status_change()
+returns trigger
+language plpgsql
+as $$
+begin
+  insert into ops.run_events (run_id, event_type, message, payload)
+  values (
+    new.id,
+    'state_change',
+    case new.status
+      when 'claimed' then 'Run claimed by worker'
+      when 'running' then 'Run started execution'
+      when 'canceled' then 'Run canceled'
+      when 'queued' then 'Run re-queued: its lease expired'
+      else format('Run completed with status: %s', new.status)
+    end,
+    jsonb_strip_nulls(jsonb_build_object(
+      'previous_status', old.status,
+      'new_status', new.status,
+      'worker_id', coalesce(new.claimed_by, old.claimed_by),
+      'attempt', new.attempt,
+      'exit_code', new.exit_code,
+      'error_message', new.error_message
+    ))
+  );
+  return null;
+end;
+$$;
+
+create function ops.reap_expired_runs(p_limit integer default 100)
+returns integer
+language plpgsql
+set search_path = ''
+as $$
+declare
+  v_count integer;
+  v_requeued integer;
+begin
+  with expired as (
+    select id from ops.runs
+    where status in ('claimed', 'running') and lease_expires_at <= now()
+    order by lease_expires_at
+    limit p_limit
+    for update skip locked
+  ), moved as (
+    update ops.runs r
+    set status = case when r.attempt >= r.max_attempts then 'failed' else 'queued' end,
+        error_message = case when r.attempt >= r.max_attempts then format(
+          'lease expired: worker %s stopped heartbeating (attempt %s of %s)',
+          r.claimed_by, r.attempt, r.max_attempts) else r.error_message end
+    from expired
+    where r.id = expired.id
+    returning r.status
+  )
+  select count(*), count(*) filter (where status = 'queued') into v_count, v_requeued from moved;
+  if v_requeued > 0 then
+    perform pg_notify('ops_runs', 'queued');
+  end if;
+  return v_count;
+end;
+$$;
+
+create function ops.claim_run(p_worker_id text, p_lease_seconds integer default 30)
+returns jsonb
+language plpgsql
+set search_path = ''
+as $$
+declare
+  v_run ops.runs;
+begin
+  if coalesce(p_worker_id, '') = '' or coalesce(p_lease_seconds, 0) < 1 then
+    raise exception 'claim_run: a worker id and a lease of at least 1 second are required'
+      using errcode = 'invalid_parameter_value';
+  end if;
+  perform ops.reap_expired_runs(100);
+
+  update ops.runs r
+  set status = 'claimed', claimed_by = p_worker_id, claimed_at = now(),
+      attempt = r.attempt + 1, lease_token = gen_random_uuid(),
+      lease_expires_at = now() + make_interval(secs => p_lease_seconds)
+  where r.id = (
+    select q.id from ops.runs q
+    where q.status = 'queued'
+    order by q.created_at, q.id
+    for update skip locked
+    limit 1
+  )
+  returning r.* into v_run;
+
+  if v_run.id is null then
+    return null;
+  end if;
+  return jsonb_build_object(
+    'run_id', v_run.id, 'project_id', v_run.project_id, 'workflow_id', v_run.workflow_id,
+    'run_number', v_run.run_number, 'attempt', v_run.attempt,
+    'lease_token', v_run.lease_token, 'lease_expires_at', v_run.lease_expires_at
+  );
+end;
+$$;
+
+-- The lease check every fenced write makes: the row, locked, if the token still holds it.
+create function ops.leased_run(p_run_id uuid, p_lease_token uuid, p_statuses text[])
+returns ops.runs
+language sql
+set search_path = ''
+as $$
+  select r.* from ops.runs r
+  where r.id = p_run_id and r.lease_token = p_lease_token and r.status = any(p_statuses)
+    and r.lease_expires_at > now()
+  for update;
+$$;
+
+create function ops.heartbeat_run(
+  p_run_id uuid, p_lease_token uuid, p_lease_seconds integer default 30
+)
+returns jsonb
+language plpgsql
+set search_path = ''
+as $$
+declare
+  v_run ops.runs := ops.leased_run(p_run_id, p_lease_token, array['claimed', 'running']);
+begin
+  if v_run.id is null then
+    return jsonb_build_object('ok', false, 'error', 'lease lost');
+  end if;
+  update ops.runs set lease_expires_at = now() + make_interval(secs => p_lease_seconds)
+  where id = p_run_id;
+  return jsonb_build_object('ok', true,
+                            'cancel_requested', v_run.cancel_requested_at is not null);
+end;
+$$;
+
+create function ops.start_run(p_run_id uuid, p_lease_token uuid)
+returns jsonb
+language plpgsql
+set search_path = ''
+as $$
+declare
+  v_run ops.runs := ops.leased_run(p_run_id, p_lease_token, array['claimed']);
+begin
+  if v_run.id is null then
+    return jsonb_build_object('ok', false, 'error', 'lease lost');
+  end if;
+  if v_run.cancel_requested_at is not null then
+    return jsonb_build_object('ok', false, 'error', 'cancel requested', 'cancel_requested', true);
+  end if;
+  update ops.runs set status = 'running' where id = p_run_id;
+  return jsonb_build_object('ok', true);
+end;
+$$;
+
+create function ops.append_run_logs(p_run_id uuid, p_lease_token uuid, p_lines jsonb)
+returns jsonb
+language plpgsql
+set search_path = ''
+as $$
+declare
+  v_run ops.runs := ops.leased_run(p_run_id, p_lease_token, array['running']);
+begin
+  if v_run.id is null then
+    return jsonb_build_object('ok', false, 'error', 'lease lost');
+  end if;
+  if exists (select from jsonb_array_elements(p_lines) l
+             where coalesce(l ->> 'level', 'info') not in ('debug', 'info', 'warn', 'error')) then
+    return jsonb_build_object('ok', false, 'error', 'Invalid log level');
+  end if;
+  insert into ops.run_logs (run_id, log_level, message, metadata)
+  select p_run_id, coalesce(l ->> 'level', 'info'), coalesce(l ->> 'message', ''),
+         coalesce(l -> 'metadata', '{}'::jsonb)
+  from jsonb_array_elements(p_lines) with ordinality as lines(l, n)
+  order by n;
+  return jsonb_build_object('ok', true, 'count', jsonb_array_length(p_lines));
+end;
+$$;
+
+create function ops.record_run_artifact(
+  p_run_id uuid,
+  p_lease_token uuid,
+  p_artifact_key text,
+  p_artifact_url text,
+  p_content_type text,
+  p_size_bytes bigint,
+  p_checksum text,
+  p_expires_at timestamptz,
+  p_metadata jsonb default '{}'::jsonb
+)
+returns jsonb
+language plpgsql
+set search_path = ''
+as $$
+declare
+  v_run ops.runs := ops.leased_run(p_run_id, p_lease_token, array['running']);
+begin
+  if v_run.id is null then
+    return jsonb_build_object('ok', false, 'error', 'lease lost');
+  end if;
+  return ops.add_run_artifact(p_run_id, p_artifact_key, p_artifact_url, p_content_type,
+                              p_size_bytes, p_checksum, p_expires_at, p_metadata)
+         || jsonb_build_object('ok', true);
+end;
+$$;
+
+create function ops.finish_run(
+  p_run_id uuid, p_lease_token uuid, p_exit_code integer, p_error_message text default null
+)
+returns jsonb
+language plpgsql
+set search_path = ''
+as $$
+declare
+  v_run ops.runs := ops.leased_run(p_run_id, p_lease_token, array['claimed', 'running']);
+  v_status text;
+begin
+  if v_run.id is null then
+    return jsonb_build_object('ok', false, 'error', 'lease lost');
+  end if;
+  v_status := case
+    when v_run.cancel_requested_at is not null then 'canceled'
+    when v_run.status = 'claimed' then 'failed'
+    when p_exit_code = 0 then 'succeeded'
+    else 'failed' end;
+  update ops.runs
+  set status = v_status, exit_code = p_exit_code, error_message = p_error_message
+  where id = p_run_id;
+  return jsonb_build_object('ok', true, 'status', v_status);
+end;
+$$;
+
+create function ops.cancel_run(p_run_id uuid, p_reason text default null)
+returns jsonb
+language plpgsql
+set search_path = ''
+as $$
+declare
+  v_status text;
+begin
+  select status into v_status from ops.runs where id = p_run_id for update;
+  if v_status is null then
+    return jsonb_build_object('ok', false, 'error', 'no such run');
+  elsif v_status = 'queued' then
+    update ops.runs set status = 'canceled', error_message = coalesce(p_reason, 'canceled')
+    where id = p_run_id;
+    return jsonb_build_object('ok', true, 'status', 'canceled');
+  elsif v_status in ('claimed', 'running') then
+    update ops.runs set cancel_requested_at = coalesce(cancel_requested_at, now()),
+                        error_message = coalesce(p_reason, 'canceled')
+    where id = p_run_id;
+    return jsonb_build_object('ok', true, 'status', 'cancel_requested');
+  end if;
+  return jsonb_build_object('ok', false, 'error', format('the run is already %s', v_status));
+end;
+$$;
+
+create function ops.notify_runs_queued()
+returns trigger
+language plpgsql
+as $$
+begin
+  perform pg_notify('ops_runs', 'queued');
+  return null;
+end;
+$$;
+
+create trigger notify_runs_queued
+  after insert on ops.runs
+  for each statement execute function ops.notify_runs_queued();
+
+revoke execute on function
+  ops.reap_expired_runs(integer), ops.claim_run(text, integer),
+  ops.leased_run(uuid, uuid, text[]), ops.heartbeat_run(uuid, uuid, integer),
+  ops.start_run(uuid, uuid), ops.append_run_logs(uuid, uuid, jsonb),
+  ops.record_run_artifact(uuid, uuid, text, text, text, bigint, text, timestamptz, jsonb),
+  ops.finish_run(uuid, uuid, integer, text), ops.cancel_run(uuid, text)
+from public;
+grant execute on function
+  ops.reap_expired_runs(integer), ops.claim_run(text, integer),
+  ops.leased_run(uuid, uuid, text[]), ops.heartbeat_run(uuid, uuid, integer),
+  ops.start_run(uuid, uuid), ops.append_run_logs(uuid, uuid, jsonb),
+  ops.record_run_artifact(uuid, uuid, text, text, text, bigint, text, timestamptz, jsonb),
+  ops.finish_run(uuid, uuid, integer, text), ops.cancel_run(uuid, text)
+to service_role;
