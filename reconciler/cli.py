@@ -16,6 +16,7 @@ from reconciler.commands import db as db_commands
 from reconciler.commands import diff as diff_commands
 from reconciler.commands import history as history_commands
 from reconciler.commands import reconcile as reconcile_commands
+from reconciler.commands import runs as runs_commands
 from reconciler.core.plan import Safety
 from reconciler.core.problems import Problem
 from reconciler.errors import ReconcilerError
@@ -200,6 +201,97 @@ def diff(**params: Any) -> None:
 def history(database_url: str | None, lock_timeout: float, limit: int, output: str) -> None:
     """Past applies, newest first: when, commit, ref, who, what changed."""
     sys.exit(history_commands.run(database_url, lock_timeout, limit, output, echo))
+
+
+@cli.command("worker")
+@database_options
+@click.option("--id", "worker_id", help="The worker's name (default: host-pid).")
+@click.option(
+    "--lease",
+    type=click.IntRange(min=1),
+    default=30,
+    show_default=True,
+    help="Seconds a claim lasts without a heartbeat.",
+)
+@click.option(
+    "--poll",
+    type=click.FloatRange(min=0.1),
+    default=5.0,
+    show_default=True,
+    help="Seconds between polls when no NOTIFY arrives.",
+)
+@click.option("--once", is_flag=True, help="Stop when the queue is empty.")
+@click.option(
+    "--artifacts-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("artifacts"),
+    show_default=True,
+)
+def worker(database_url: str | None, lock_timeout: float, **options: Any) -> None:
+    """Claim queued runs and execute them (SIGTERM: finish the current run, then stop)."""
+    sys.exit(runs_commands.worker(database_url, lock_timeout, options, echo))
+
+
+@cli.group()
+def runs() -> None:
+    """Inspect, follow and cancel runs."""
+
+
+@runs.command("list")
+@database_options
+@click.option("--project")
+@click.option(
+    "--status",
+    type=click.Choice(["queued", "claimed", "running", "succeeded", "failed", "canceled"]),
+)
+@click.option("--limit", type=click.IntRange(min=1), default=50, show_default=True)
+@click.option("--output", "-o", type=click.Choice(["text", "json"]), default="text")
+def runs_list(database_url: str | None, lock_timeout: float, **filters: Any) -> None:
+    """Runs, newest first."""
+    sys.exit(runs_commands.list_runs(database_url, lock_timeout, filters, echo))
+
+
+@runs.command("show")
+@database_options
+@click.argument("run_id")
+def runs_show(database_url: str | None, lock_timeout: float, run_id: str) -> None:
+    """A run's events and artifacts."""
+    sys.exit(runs_commands.show(database_url, lock_timeout, run_id, echo))
+
+
+@runs.command("logs")
+@database_options
+@click.argument("run_id")
+@click.option("--follow", "-f", is_flag=True, help="Keep printing until the run is over.")
+def runs_logs(database_url: str | None, lock_timeout: float, run_id: str, follow: bool) -> None:
+    """A run's log lines."""
+    sys.exit(runs_commands.logs(database_url, lock_timeout, run_id, follow, echo))
+
+
+@runs.command("cancel")
+@database_options
+@click.argument("run_id")
+@click.option("--reason")
+def runs_cancel(
+    database_url: str | None, lock_timeout: float, run_id: str, reason: str | None
+) -> None:
+    """Cancel a run: a queued one at once, a running one by its worker."""
+    sys.exit(runs_commands.cancel(database_url, lock_timeout, run_id, reason, echo))
+
+
+@runs.command("cleanup")
+@database_options
+@click.option(
+    "--logs-older-than",
+    "log_days",
+    type=click.IntRange(min=1),
+    default=30,
+    show_default=True,
+    help="Days to keep the logs of finished runs.",
+)
+def runs_cleanup(database_url: str | None, lock_timeout: float, log_days: int) -> None:
+    """Delete expired artifacts and old logs."""
+    sys.exit(runs_commands.cleanup(database_url, lock_timeout, log_days, echo))
 
 
 @cli.command("plan")

@@ -200,3 +200,48 @@ select applied_at, git_commit, git_ref, applied_by, summary
 from ops.reconcile_applies
 order by applied_at desc
 limit %(limit)s
+
+-- Queries of `reconcile worker` and `reconcile runs`.
+
+-- name: run_context
+select r.id, r.run_number, r.attempt, r.metadata, p.slug, w.workflow_type, w.name, w.config
+from ops.runs r
+join ops.workflows w on w.id = r.workflow_id
+join ops.projects p on p.id = r.project_id
+where r.id = %(run_id)s
+
+-- name: runs_list
+select r.id, p.slug, w.workflow_type || '/' || w.name, r.run_number, r.status, r.attempt,
+       r.claimed_by, r.created_at, r.finished_at, r.exit_code, r.error_message
+from ops.runs r
+join ops.projects p on p.id = r.project_id
+join ops.workflows w on w.id = r.workflow_id
+where (%(project)s::text is null or p.slug = %(project)s)
+  and (%(status)s::text is null or r.status = %(status)s)
+order by r.created_at desc, r.id
+limit %(limit)s
+
+-- name: run_events
+select created_at, event_type, message from ops.run_events
+where run_id = %(run_id)s order by created_at, id
+
+-- name: run_artifacts
+select artifact_key, size_bytes, checksum, content_type, expires_at from ops.run_artifacts
+where run_id = %(run_id)s order by artifact_key
+
+-- name: run_logs_after
+select timestamp, log_level, message from ops.run_logs
+where run_id = %(run_id)s and timestamp > %(after)s
+order by timestamp, id
+limit 5000
+
+-- name: run_status
+select status from ops.runs where id = %(run_id)s
+
+-- name: expired_artifacts
+delete from ops.run_artifacts where expires_at < now() returning artifact_url
+
+-- name: old_logs
+delete from ops.run_logs l using ops.runs r
+where r.id = l.run_id and r.status in ('succeeded', 'failed', 'canceled')
+  and l.timestamp < now() - make_interval(days => %(days)s)
