@@ -317,6 +317,9 @@ class Step:
             reader.join(timeout=5)
             self._flush(number, final=True)
         code = process.returncode
+        limit = self.worker.options.max_output_bytes
+        if reason is None and self.output_bytes > limit:  # the reader stopped it
+            reason = f"output exceeded {limit // (1024 * 1024)} MB; the step was stopped"
         if reason is None and code != 0:
             reason = f"step {number} `{command}` exited with code {code}{_hint(code)}"
         return (code or 1, reason) if reason else (0, None)
