@@ -1,0 +1,162 @@
+"""Workers: lifecycle throughput, claim latency, and pgqueuer as the peer, on one server.
+
+    .venv/bin/python -m bench.worker_bench [--runs 10000] [--workers 1 4 16]
+                                           [--database-url URL]   (pip install pgqueuer)
+
+* lifecycle: enqueue N no-op runs (one INSERT), then W `reconcile worker --once` processes
+  claim, start and finish them (each move writing run_events); runs per second over the whole.
+* claim latency: one idle worker waits (LISTEN, 5 s poll); 200 runs are enqueued one at a time;
+  claimed_at - created_at, p50 and p99.
+* pgqueuer: the same server, N no-op jobs enqueued in one batch, drained by one QueueManager.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import multiprocessing
+import os
+import statistics
+import tempfile
+import time
+from datetime import timedelta
+from pathlib import Path
+
+import psycopg
+from psycopg.types.json import Jsonb
+
+from bench.reconcile_bench import fresh_database, server
+from reconciler.worker import Worker, WorkerOptions
+
+
+def work(url: str, name: str) -> None:
+    Worker(
+        url,
+        WorkerOptions(
+            worker_id=name,
+            artifacts_dir=Path(tempfile.gettempdir()),
+            once=True,
+            lease_s=30,
+            poll_s=0.2,
+        ),
+    ).run()
+
+
+def enqueue(url: str, count: int) -> None:
+    with psycopg.connect(url) as conn:
+        project = conn.execute(
+            "insert into ops.projects (workspace_key, slug, name, odoo_version) "
+            "values ('bench', 'bench', 'Bench', '18.0') on conflict (slug) do update "
+            "set name = excluded.name returning id"
+        ).fetchone()[0]  # type: ignore[index]
+        workflow = conn.execute(
+            "insert into ops.workflows (project_id, workflow_type, name, config) "
+            "values (%s, 'test', %s, %s) returning id",
+            (project, f"noop-{time.monotonic_ns()}", Jsonb({"steps": []})),
+        ).fetchone()[0]  # type: ignore[index]
+        conn.execute(
+            "insert into ops.runs (project_id, workflow_id) "
+            "select %s, %s from generate_series(1, %s)",
+            (project, workflow, count),
+        )
+
+
+def lifecycle(admin: str, runs: int, workers: int) -> float:
+    url = fresh_database(admin, f"bench_workers_{workers}")
+    started = time.perf_counter()
+    enqueue(url, runs)
+    context = multiprocessing.get_context("spawn")
+    processes = [context.Process(target=work, args=(url, f"w{i}")) for i in range(workers)]
+    for process in processes:
+        process.start()
+    for process in processes:
+        process.join()
+    elapsed = time.perf_counter() - started
+    with psycopg.connect(url) as conn:
+        done = conn.execute("select count(*) from ops.runs where status = 'succeeded'").fetchone()[
+            0
+        ]  # type: ignore[index]
+    assert done == runs, f"{done} of {runs} runs succeeded"
+    return runs / elapsed
+
+
+def claim_latency(admin: str, samples: int = 200) -> tuple[float, float]:
+    url = fresh_database(admin, "bench_latency")
+    enqueue(url, 0)
+    context = multiprocessing.get_context("spawn")
+    idle = context.Process(target=_idle_worker, args=(url,))
+    idle.start()
+    time.sleep(1.5)  # the worker is up, listening
+    for _ in range(samples):
+        enqueue(url, 1)
+        time.sleep(0.02)
+    time.sleep(1)
+    idle.terminate()
+    idle.join()
+    with psycopg.connect(url) as conn:
+        delays = [
+            row[0] * 1000
+            for row in conn.execute(
+                "select extract(epoch from claimed_at - created_at) from ops.runs "
+                "where claimed_at is not null"
+            )
+        ]
+    quantiles = statistics.quantiles(delays, n=100)
+    return quantiles[49], quantiles[98]
+
+
+def _idle_worker(url: str) -> None:
+    Worker(
+        url,
+        WorkerOptions(
+            worker_id="idle", artifacts_dir=Path(tempfile.gettempdir()), lease_s=30, poll_s=5.0
+        ),
+    ).run()
+
+
+def pgqueuer_drain(admin: str, jobs: int) -> float:
+    from pgqueuer import PsycopgDriver, Queries, QueueManager  # noqa: PLC0415
+    from pgqueuer.types import QueueExecutionMode  # noqa: PLC0415
+
+    url = fresh_database(admin, "bench_pgqueuer")
+
+    async def drain() -> float:
+        conn = await psycopg.AsyncConnection.connect(url, autocommit=True)
+        driver = PsycopgDriver(conn)
+        await Queries(driver).install()
+        await Queries(driver).enqueue(["noop"] * jobs, [None] * jobs, [0] * jobs)
+        manager = QueueManager(Queries(driver))
+
+        @manager.entrypoint("noop")
+        async def noop(_job: object) -> None:
+            return None
+
+        started = time.perf_counter()
+        await manager.run(mode=QueueExecutionMode.drain, dequeue_timeout=timedelta(seconds=1))
+        elapsed = time.perf_counter() - started
+        await conn.close()
+        return jobs / elapsed
+
+    return asyncio.run(drain())
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--runs", type=int, default=10000)
+    parser.add_argument("--workers", type=int, nargs="+", default=[1, 4, 16])
+    parser.add_argument("--database-url", default=os.environ.get("DATABASE_URL"))
+    args = parser.parse_args()
+    with server(args.database_url) as admin:
+        for workers in args.workers:
+            rate = lifecycle(admin, args.runs, workers)
+            print(f"lifecycle, {workers:2} worker(s): {rate:,.0f} runs/s", flush=True)
+        p50, p99 = claim_latency(admin)
+        print(f"claim latency with NOTIFY: p50 {p50:.1f} ms, p99 {p99:.1f} ms", flush=True)
+        try:
+            print(f"pgqueuer drain: {pgqueuer_drain(admin, args.runs):,.0f} jobs/s", flush=True)
+        except ImportError:
+            print("pgqueuer drain: not measured (pip install pgqueuer)")
+
+
+if __name__ == "__main__":
+    main()
