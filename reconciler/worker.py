@@ -28,8 +28,6 @@ from typing import Any
 import psycopg
 from psycopg.types.json import Jsonb
 
-from reconciler.db.queries import query
-
 STEP_TIMEOUT_S = 3600
 LOG_BATCH_LINES = 500
 LOG_FLUSH_S = 0.2
@@ -118,22 +116,7 @@ class Worker:
         claim = row[0] if row else None
         if not claim:
             return None
-        context = conn.execute(query("run_context"), {"run_id": claim["run_id"]}).fetchone()
-        keys = (
-            "run_id",
-            "run_number",
-            "attempt",
-            "metadata",
-            "project",
-            "type",
-            "workflow",
-            "config",
-        )
-        return Claim(
-            str(claim["run_id"]),
-            str(claim["lease_token"]),
-            dict(zip(keys, context or (), strict=False)),
-        )
+        return Claim(str(claim["run_id"]), str(claim["lease_token"]), claim)
 
     def _call_retrying(self, action: Any, give_up: threading.Event | None = None) -> Any:
         """`action(conn)` on this thread's connection, reconnecting to wait out a database

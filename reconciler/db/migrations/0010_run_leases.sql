@@ -184,10 +184,17 @@ begin
   if v_run.id is null then
     return null;
   end if;
-  return jsonb_build_object(
-    'run_id', v_run.id, 'project_id', v_run.project_id, 'workflow_id', v_run.workflow_id,
-    'run_number', v_run.run_number, 'attempt', v_run.attempt,
-    'lease_token', v_run.lease_token, 'lease_expires_at', v_run.lease_expires_at
+  -- what the worker needs to run it, in the same round trip
+  return (
+    select jsonb_build_object(
+      'run_id', v_run.id, 'project_id', v_run.project_id, 'workflow_id', v_run.workflow_id,
+      'run_number', v_run.run_number, 'attempt', v_run.attempt,
+      'lease_token', v_run.lease_token, 'lease_expires_at', v_run.lease_expires_at,
+      'metadata', v_run.metadata, 'project', p.slug, 'type', w.workflow_type,
+      'workflow', w.name, 'config', w.config
+    )
+    from ops.workflows w join ops.projects p on p.id = w.project_id
+    where w.id = v_run.workflow_id
   );
 end;
 $$;

@@ -201,14 +201,7 @@ from ops.reconcile_applies
 order by applied_at desc
 limit %(limit)s
 
--- Queries of `reconcile worker` and `reconcile runs`.
-
--- name: run_context
-select r.id, r.run_number, r.attempt, r.metadata, p.slug, w.workflow_type, w.name, w.config
-from ops.runs r
-join ops.workflows w on w.id = r.workflow_id
-join ops.projects p on p.id = r.project_id
-where r.id = %(run_id)s
+-- Queries of `reconcile runs`.
 
 -- name: runs_list
 select r.id, p.slug, w.workflow_type || '/' || w.name, r.run_number, r.status, r.attempt,
