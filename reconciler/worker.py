@@ -68,6 +68,7 @@ class Worker:
         self.options = options
         self.stopping = threading.Event()
         self._local = threading.local()  # one connection per thread (loop, heartbeat)
+        self._next_reap = 0.0
 
     # -- the loop ----------------------------------------------------------------------------
 
@@ -110,13 +111,22 @@ class Worker:
             return self._listener()
 
     def _claim(self, conn: psycopg.Connection[Any]) -> Claim | None:
+        """Claim the oldest queued run and mark it running, in one round trip."""
+        self._reap_if_due(conn)
         row = conn.execute(
-            "select ops.claim_run(%s, %s)", (self.options.worker_id, self.options.lease_s)
+            "select ops.claim_run(%s, %s, true)", (self.options.worker_id, self.options.lease_s)
         ).fetchone()
         claim = row[0] if row else None
         if not claim:
             return None
         return Claim(str(claim["run_id"]), str(claim["lease_token"]), claim)
+
+    def _reap_if_due(self, conn: psycopg.Connection[Any]) -> None:
+        """Every half lease, give runs whose worker died back to the queue (or fail them)."""
+        now = time.monotonic()
+        if now >= self._next_reap:
+            conn.execute("select ops.reap_expired_runs(100)")
+            self._next_reap = now + self.options.lease_s / 2
 
     def _call_retrying(self, action: Any, give_up: threading.Event | None = None) -> Any:
         """`action(conn)` on this thread's connection, reconnecting to wait out a database
@@ -150,21 +160,28 @@ class Worker:
 
     def execute(self, claim: Claim) -> None:
         signals = Signals()
+        config = claim.context.get("config") or {}
+        if not config.get("steps") and not config.get("artifacts"):
+            self._finish(claim, signals, 0, None)  # nothing to execute, nothing to watch
+            return
         beat = threading.Thread(target=self._heartbeat, args=(claim, signals), daemon=True)
         beat.start()
         try:
-            exit_code, error = self._steps_and_artifacts(claim, signals)
-            if not signals.lost.is_set():
-                self._call_retrying(
-                    lambda c: c.execute(
-                        "select ops.finish_run(%s, %s, %s, %s)",
-                        (claim.run_id, claim.token, exit_code, error),
-                    ),
-                    signals.lost,
-                )
+            exit_code, error = self._steps_and_artifacts(claim, signals, config)
+            self._finish(claim, signals, exit_code, error)
         finally:
             signals.done.set()
             beat.join(timeout=5)
+
+    def _finish(self, claim: Claim, signals: Signals, exit_code: int, error: str | None) -> None:
+        if not signals.lost.is_set():
+            self._call_retrying(
+                lambda c: c.execute(
+                    "select ops.finish_run(%s, %s, %s, %s)",
+                    (claim.run_id, claim.token, exit_code, error),
+                ),
+                signals.lost,
+            )
 
     def _heartbeat(self, claim: Claim, signals: Signals) -> None:
         """Extend the lease every third of it; learn of cancellation and of a lost lease."""
@@ -186,18 +203,9 @@ class Worker:
         finally:
             self._drop_connection()
 
-    def _steps_and_artifacts(self, claim: Claim, signals: Signals) -> tuple[int, str | None]:
-        started = self._call_retrying(
-            lambda c: c.execute(
-                "select ops.start_run(%s, %s)", (claim.run_id, claim.token)
-            ).fetchone()[0]
-        )
-        if not started or not started.get("ok"):
-            if started and started.get("cancel_requested"):
-                return 1, "canceled before it started"
-            signals.lost.set()
-            return 1, "lease lost before the start"
-        config = claim.context.get("config") or {}
+    def _steps_and_artifacts(
+        self, claim: Claim, signals: Signals, config: dict[str, Any]
+    ) -> tuple[int, str | None]:
         timeout = int(config.get("timeout_s") or STEP_TIMEOUT_S)
         workdir = Path(tempfile.mkdtemp(prefix="ops-run-"))
         try:

@@ -97,7 +97,8 @@ def test_an_expired_run_is_requeued_then_claimed_with_a_new_token(conn: Conn, qu
     first = call(conn, "claim_run", "w1", 30)
     call(conn, "start_run", queued, first["lease_token"])
     expire(conn, queued)
-    second = call(conn, "claim_run", "w2", 30)  # reaps, then claims the same run again
+    assert call(conn, "reap_expired_runs", 100) == 1
+    second = call(conn, "claim_run", "w2", 30)
     assert second["run_id"] == str(queued) and second["attempt"] == 2
     assert second["lease_token"] != first["lease_token"]
     assert call(conn, "finish_run", queued, first["lease_token"], 0)["ok"] is False
@@ -114,7 +115,7 @@ def test_an_expired_run_is_requeued_then_claimed_with_a_new_token(conn: Conn, qu
 
 def test_after_max_attempts_the_run_fails_with_the_reason(conn: Conn, queued: Any) -> None:
     for _ in range(3):
-        call(conn, "claim_run", "w-dies", 30)
+        call(conn, "claim_run", "w-dies", 30, True)  # claimed and running at once
         expire(conn, queued)
         call(conn, "reap_expired_runs", 100)
     assert conn.execute(

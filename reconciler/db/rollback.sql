@@ -33,7 +33,7 @@ drop function if exists ops.record_run_status_change();
 drop function if exists ops.refuse_run_event_update();
 drop function if exists ops.clear_spec_hash();
 drop function if exists ops.reap_expired_runs(integer);
-drop function if exists ops.claim_run(text, integer);
+drop function if exists ops.claim_run(text, integer, boolean);
 drop function if exists ops.heartbeat_run(uuid, uuid, integer);
 drop function if exists ops.start_run(uuid, uuid);
 drop function if exists ops.append_run_logs(uuid, uuid, jsonb);

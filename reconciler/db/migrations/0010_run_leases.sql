@@ -3,7 +3,7 @@
 -- * A claim takes a lease: a fresh random token (the fencing token) and an expiry. Heartbeats
 --   extend it. Every write of a worker for a run (heartbeat, start, logs, artifacts, finish)
 --   names the token and is refused once the lease expired or moved on.
--- * Any worker re-queues runs whose lease expired (`reap_expired_runs`, also at each claim),
+-- * Any worker re-queues runs whose lease expired (`reap_expired_runs`, every half lease),
 --   or fails them after `max_attempts` claims, with the reason. Each move writes run_events.
 -- * Cancellation: a queued run is canceled at once; a claimed or running one is marked, and its
 --   worker learns it from the heartbeat, stops the steps and finishes it as canceled.
@@ -154,7 +154,9 @@ begin
 end;
 $$;
 
-create function ops.claim_run(p_worker_id text, p_lease_seconds integer default 30)
+create function ops.claim_run(
+  p_worker_id text, p_lease_seconds integer default 30, p_start boolean default false
+)
 returns jsonb
 language plpgsql
 set search_path = ''
@@ -166,8 +168,6 @@ begin
     raise exception 'claim_run: a worker id and a lease of at least 1 second are required'
       using errcode = 'invalid_parameter_value';
   end if;
-  perform ops.reap_expired_runs(100);
-
   update ops.runs r
   set status = 'claimed', claimed_by = p_worker_id, claimed_at = now(),
       attempt = r.attempt + 1, lease_token = gen_random_uuid(),
@@ -183,6 +183,9 @@ begin
 
   if v_run.id is null then
     return null;
+  end if;
+  if p_start then  -- claimed, then running: two moves, two events, one round trip
+    update ops.runs set status = 'running' where id = v_run.id returning * into v_run;
   end if;
   -- what the worker needs to run it, in the same round trip
   return (
@@ -367,14 +370,14 @@ create trigger notify_runs_queued
   for each statement execute function ops.notify_runs_queued();
 
 revoke execute on function
-  ops.reap_expired_runs(integer), ops.claim_run(text, integer),
+  ops.reap_expired_runs(integer), ops.claim_run(text, integer, boolean),
   ops.leased_run(uuid, uuid, text[]), ops.heartbeat_run(uuid, uuid, integer),
   ops.start_run(uuid, uuid), ops.append_run_logs(uuid, uuid, jsonb),
   ops.record_run_artifact(uuid, uuid, text, text, text, bigint, text, timestamptz, jsonb),
   ops.finish_run(uuid, uuid, integer, text), ops.cancel_run(uuid, text)
 from public;
 grant execute on function
-  ops.reap_expired_runs(integer), ops.claim_run(text, integer),
+  ops.reap_expired_runs(integer), ops.claim_run(text, integer, boolean),
   ops.leased_run(uuid, uuid, text[]), ops.heartbeat_run(uuid, uuid, integer),
   ops.start_run(uuid, uuid), ops.append_run_logs(uuid, uuid, jsonb),
   ops.record_run_artifact(uuid, uuid, text, text, text, bigint, text, timestamptz, jsonb),
