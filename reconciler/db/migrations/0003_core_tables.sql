@@ -86,7 +86,7 @@ comment on column ops.runs.claimed_at is 'Timestamp when worker claimed run';
 
 create index idx_ops_runs_workflow_id on ops.runs(workflow_id);
 create index idx_ops_runs_status on ops.runs(status);
-create index idx_ops_runs_queued on ops.runs(created_at) where status = 'queued';
+create index idx_ops_runs_queued on ops.runs(created_at, id) where status = 'queued';
 create index idx_ops_runs_claimed_by on ops.runs(claimed_by, claimed_at desc);
 
 create table ops.run_events (
