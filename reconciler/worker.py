@@ -78,9 +78,9 @@ class Worker:
         listener = self._listener()
         while not self.stopping.is_set():
             claim = self._call_retrying(self._claim)
-            if claim is not None:
-                self.execute(claim)
-            elif self.options.once:
+            while claim is not None:  # each finish takes the next run in the same round trip
+                claim = self.execute(claim)
+            if self.options.once:
                 break
             else:
                 listener = self._wait(listener)
@@ -158,23 +158,28 @@ class Worker:
 
     # -- one run ----------------------------------------------------------------------------
 
-    def execute(self, claim: Claim) -> None:
+    def execute(self, claim: Claim) -> Claim | None:
+        """Run it; return the next claimed run (taken as this one finished), if any."""
         signals = Signals()
         config = claim.context.get("config") or {}
         if not config.get("steps") and not config.get("artifacts"):
-            self._finish(claim, signals, 0, None)  # nothing to execute, nothing to watch
-            return
+            return self._finish(claim, signals, 0, None)  # nothing to execute or to watch
         beat = threading.Thread(target=self._heartbeat, args=(claim, signals), daemon=True)
         beat.start()
         try:
             exit_code, error = self._steps_and_artifacts(claim, signals, config)
-            self._finish(claim, signals, exit_code, error)
         finally:
             signals.done.set()
             beat.join(timeout=5)
+        return self._finish(claim, signals, exit_code, error)
 
-    def _finish(self, claim: Claim, signals: Signals, exit_code: int, error: str | None) -> None:
-        if not signals.lost.is_set():
+    def _finish(
+        self, claim: Claim, signals: Signals, exit_code: int, error: str | None
+    ) -> Claim | None:
+        """Finish the run (unless its lease is lost) and, unless stopping, claim the next."""
+        if signals.lost.is_set():
+            return None if self.stopping.is_set() else self._call_retrying(self._claim)
+        if self.stopping.is_set():
             self._call_retrying(
                 lambda c: c.execute(
                     "select ops.finish_run(%s, %s, %s, %s)",
@@ -182,6 +187,31 @@ class Worker:
                 ),
                 signals.lost,
             )
+            return None
+        following: Claim | None = self._call_retrying(
+            lambda c: self._finish_and_claim(c, claim, exit_code, error), signals.lost
+        )
+        return following
+
+    def _finish_and_claim(
+        self, conn: psycopg.Connection[Any], claim: Claim, exit_code: int, error: str | None
+    ) -> Claim | None:
+        self._reap_if_due(conn)
+        row = conn.execute(
+            "select ops.finish_and_claim_run(%s, %s, %s, %s, %s, %s)",
+            (
+                claim.run_id,
+                claim.token,
+                exit_code,
+                error,
+                self.options.worker_id,
+                self.options.lease_s,
+            ),
+        ).fetchone()
+        following = row[0]["next"] if row else None
+        if not following:
+            return None
+        return Claim(str(following["run_id"]), str(following["lease_token"]), following)
 
     def _heartbeat(self, claim: Claim, signals: Signals) -> None:
         """Extend the lease every third of it; learn of cancellation and of a lost lease."""

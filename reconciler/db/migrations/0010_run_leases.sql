@@ -330,6 +330,23 @@ begin
 end;
 $$;
 
+-- A worker's usual step: finish its run and take the next, in one round trip (one commit).
+create function ops.finish_and_claim_run(
+  p_run_id uuid, p_lease_token uuid, p_exit_code integer, p_error_message text,
+  p_worker_id text, p_lease_seconds integer default 30
+)
+returns jsonb
+language plpgsql
+set search_path = ''
+as $$
+begin
+  return jsonb_build_object(
+    'finished', ops.finish_run(p_run_id, p_lease_token, p_exit_code, p_error_message),
+    'next', ops.claim_run(p_worker_id, p_lease_seconds, true)
+  );
+end;
+$$;
+
 create function ops.cancel_run(p_run_id uuid, p_reason text default null)
 returns jsonb
 language plpgsql
@@ -374,12 +391,14 @@ revoke execute on function
   ops.leased_run(uuid, uuid, text[]), ops.heartbeat_run(uuid, uuid, integer),
   ops.start_run(uuid, uuid), ops.append_run_logs(uuid, uuid, jsonb),
   ops.record_run_artifact(uuid, uuid, text, text, text, bigint, text, timestamptz, jsonb),
-  ops.finish_run(uuid, uuid, integer, text), ops.cancel_run(uuid, text)
+  ops.finish_run(uuid, uuid, integer, text), ops.cancel_run(uuid, text),
+  ops.finish_and_claim_run(uuid, uuid, integer, text, text, integer)
 from public;
 grant execute on function
   ops.reap_expired_runs(integer), ops.claim_run(text, integer, boolean),
   ops.leased_run(uuid, uuid, text[]), ops.heartbeat_run(uuid, uuid, integer),
   ops.start_run(uuid, uuid), ops.append_run_logs(uuid, uuid, jsonb),
   ops.record_run_artifact(uuid, uuid, text, text, text, bigint, text, timestamptz, jsonb),
-  ops.finish_run(uuid, uuid, integer, text), ops.cancel_run(uuid, text)
+  ops.finish_run(uuid, uuid, integer, text), ops.cancel_run(uuid, text),
+  ops.finish_and_claim_run(uuid, uuid, integer, text, text, integer)
 to service_role;
