@@ -2,6 +2,8 @@
 -- * ops.projects.last_run_number: the per-project run counter (defect 7; see 0004).
 -- * ops.runs.run_number is assigned per project by a trigger, not a global serial (defect 7),
 --   and is unique per project. A run's workflow must belong to the run's project.
+-- * ops.runs lease columns (attempt, max_attempts, lease_token, lease_expires_at,
+--   cancel_requested_at) for defect 8; the functions that use them are in 0010.
 -- * ops.upgrade_advisories.advisory_key: a natural key, so a declarative tool can tell an
 --   edited advisory from a new one (defect 9).
 -- * Indexes that only repeated a unique constraint's index are left out.
@@ -71,6 +73,11 @@ create table ops.runs (
   exit_code integer,
   error_message text,
   metadata jsonb not null default '{}'::jsonb,
+  attempt integer not null default 0 check (attempt >= 0),
+  max_attempts integer not null default 3 check (max_attempts >= 1),
+  lease_token uuid,
+  lease_expires_at timestamptz,
+  cancel_requested_at timestamptz,
   created_at timestamptz not null default now(),
   updated_at timestamptz not null default now(),
   unique (project_id, run_number),
@@ -83,6 +90,8 @@ comment on column ops.runs.run_number is 'Run number per project: 1, 2, 3 ... wi
 comment on column ops.runs.idempotency_key is 'Client-generated key for deduplication';
 comment on column ops.runs.claimed_by is 'Worker ID that claimed this run';
 comment on column ops.runs.claimed_at is 'Timestamp when worker claimed run';
+comment on column ops.runs.lease_token is 'Fencing token of the current claim (see 0010)';
+comment on column ops.runs.lease_expires_at is 'When the claim lapses unless a heartbeat extends it';
 
 create index idx_ops_runs_workflow_id on ops.runs(workflow_id);
 create index idx_ops_runs_status on ops.runs(status);

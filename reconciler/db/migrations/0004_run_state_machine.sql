@@ -1,5 +1,7 @@
 -- The run state machine, enforced by the database for every writer:
---   queued -> claimed -> running -> succeeded | failed; canceled from any non-final state.
+--   queued -> claimed -> running -> succeeded | failed; canceled from any non-final state;
+--   claimed | running -> queued and claimed -> failed only once the run's lease expired
+--   (a worker died: 0010 re-queues the run, or fails it after max_attempts).
 -- * A run is created `queued` with no claim, start, finish or exit code (defect 6: the seed let
 --   a developer insert a run already `succeeded`).
 -- * Every status change writes a `state_change` row to ops.run_events, whoever made it, so the
@@ -50,7 +52,7 @@ begin
       using errcode = 'check_violation';
   end if;
   if num_nonnulls(new.claimed_by, new.claimed_at, new.started_at, new.finished_at,
-                  new.exit_code) > 0 then
+                  new.exit_code, new.lease_token, new.lease_expires_at) > 0 then
     raise exception 'Invalid run: a new run has no claim, start, finish or exit code'
       using errcode = 'check_violation';
   end if;
@@ -62,6 +64,8 @@ create function ops.validate_run_status_transition()
 returns trigger
 language plpgsql
 as $$
+declare
+  v_lapsed boolean := old.lease_expires_at is not null and old.lease_expires_at <= now();
 begin
   if old.status in ('succeeded', 'failed', 'canceled') then
     raise exception 'Invalid transition: final states cannot transition (run % is %)',
@@ -72,9 +76,14 @@ begin
        (old.status = 'queued' and new.status in ('claimed', 'canceled'))
     or (old.status = 'claimed' and new.status in ('running', 'canceled'))
     or (old.status = 'running' and new.status in ('succeeded', 'failed', 'canceled'))
+    or (old.status in ('claimed', 'running') and new.status = 'queued' and v_lapsed)
+    or (old.status = 'claimed' and new.status = 'failed' and v_lapsed)
   ) then
-    raise exception 'Invalid transition: % cannot go to %', old.status, new.status
-      using errcode = 'check_violation';
+    raise exception using
+      message = format('Invalid transition: %s cannot go to %s%s', old.status, new.status,
+        case when new.status = 'queued' or (old.status = 'claimed' and new.status = 'failed')
+             then ' (only once its lease expired)' else '' end),
+      errcode = 'check_violation';
   end if;
 
   if new.status = 'claimed' and new.claimed_by is null then
@@ -87,7 +96,15 @@ begin
     case new.status
       when 'claimed' then new.claimed_at := coalesce(new.claimed_at, now());
       when 'running' then new.started_at := coalesce(new.started_at, now());
-      else new.finished_at := coalesce(new.finished_at, now());
+      when 'queued' then
+        new.claimed_by := null;
+        new.claimed_at := null;
+        new.started_at := null;
+        new.lease_token := null;
+        new.lease_expires_at := null;
+      else
+        new.finished_at := coalesce(new.finished_at, now());
+        new.lease_expires_at := null;
     end case;
   end if;
   return new;
@@ -107,12 +124,14 @@ begin
       when 'claimed' then 'Run claimed by worker'
       when 'running' then 'Run started execution'
       when 'canceled' then 'Run canceled'
+      when 'queued' then 'Run re-queued: its lease expired'
       else format('Run completed with status: %s', new.status)
     end,
     jsonb_strip_nulls(jsonb_build_object(
       'previous_status', old.status,
       'new_status', new.status,
-      'worker_id', new.claimed_by,
+      'worker_id', coalesce(new.claimed_by, old.claimed_by),
+      'attempt', new.attempt,
       'exit_code', new.exit_code,
       'error_message', new.error_message
     ))
