@@ -4,7 +4,8 @@
                                            [--database-url URL]   (pip install pgqueuer)
 
 * lifecycle: enqueue N no-op runs (one INSERT), then W `reconcile worker --once` processes
-  claim, start and finish them (each move writing run_events); runs per second over the whole.
+  (each with 1 or C runs in flight) claim, start and finish them (each move writing
+  run_events); runs per second over the whole.
 * claim latency: one idle worker waits (LISTEN, 5 s poll); 200 runs are enqueued one at a time;
   claimed_at - created_at, p50 and p99.
 * pgqueuer: the same server, N no-op jobs enqueued in one batch, drained by one QueueManager.
@@ -29,17 +30,16 @@ from bench.reconcile_bench import fresh_database, server
 from reconciler.worker import Worker, WorkerOptions
 
 
-def work(url: str, name: str) -> None:
-    Worker(
-        url,
-        WorkerOptions(
-            worker_id=name,
-            artifacts_dir=Path(tempfile.gettempdir()),
-            once=True,
-            lease_s=30,
-            poll_s=0.2,
-        ),
-    ).run()
+def work(url: str, name: str, concurrency: int) -> None:
+    options = WorkerOptions(
+        worker_id=name,
+        artifacts_dir=Path(tempfile.gettempdir()),
+        once=True,
+        lease_s=30,
+        poll_s=0.2,
+        concurrency=concurrency,
+    )
+    Worker(url, options).run()
 
 
 def enqueue(url: str, count: int) -> None:
@@ -61,12 +61,14 @@ def enqueue(url: str, count: int) -> None:
         )
 
 
-def lifecycle(admin: str, runs: int, workers: int) -> float:
-    url = fresh_database(admin, f"bench_workers_{workers}")
+def lifecycle(admin: str, runs: int, workers: int, concurrency: int) -> float:
+    url = fresh_database(admin, f"bench_workers_{workers}_{concurrency}")
     started = time.perf_counter()
     enqueue(url, runs)
     context = multiprocessing.get_context("spawn")
-    processes = [context.Process(target=work, args=(url, f"w{i}")) for i in range(workers)]
+    processes = [
+        context.Process(target=work, args=(url, f"w{i}", concurrency)) for i in range(workers)
+    ]
     for process in processes:
         process.start()
     for process in processes:
@@ -144,12 +146,20 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--runs", type=int, default=10000)
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 4, 16])
+    parser.add_argument(
+        "--concurrency", type=int, nargs="+", default=[1, 8], help="runs in flight per worker"
+    )
     parser.add_argument("--database-url", default=os.environ.get("DATABASE_URL"))
     args = parser.parse_args()
     with server(args.database_url) as admin:
-        for workers in args.workers:
-            rate = lifecycle(admin, args.runs, workers)
-            print(f"lifecycle, {workers:2} worker(s): {rate:,.0f} runs/s", flush=True)
+        for concurrency in args.concurrency:
+            for workers in args.workers:
+                rate = lifecycle(admin, args.runs, workers, concurrency)
+                print(
+                    f"lifecycle, {workers:2} worker(s) x {concurrency} in flight: "
+                    f"{rate:,.0f} runs/s",
+                    flush=True,
+                )
         p50, p99 = claim_latency(admin)
         print(f"claim latency with NOTIFY: p50 {p50:.1f} ms, p99 {p99:.1f} ms", flush=True)
         try:

@@ -42,6 +42,7 @@ class WorkerOptions:
     lease_s: int = 30
     poll_s: float = 5.0
     once: bool = False  # stop when the queue is empty
+    concurrency: int = 1  # runs in flight at once
     max_output_bytes: int = 10 * 1024 * 1024
     artifact_ttl: timedelta = timedelta(days=30)
 
@@ -76,7 +77,9 @@ class Worker:
         if threading.current_thread() is threading.main_thread():
             signal.signal(signal.SIGTERM, lambda *_: self.stopping.set())
         listener = self._listener()
-        while not self.stopping.is_set():
+        if self.options.concurrency > 1:
+            listener = self._run_pool(listener)
+        while not self.stopping.is_set() and self.options.concurrency == 1:
             claim = self._call_retrying(self._claim)
             while claim is not None:  # each finish takes the next run in the same round trip
                 claim = self.execute(claim)
@@ -88,6 +91,72 @@ class Worker:
             listener.close()
         self._drop_connection()
         return 0
+
+    def _run_pool(self, listener: psycopg.Connection[Any] | None) -> psycopg.Connection[Any] | None:
+        """Up to `concurrency` runs in flight; each round trip finishes those done and claims
+        as many as there is room for, so commits are shared by the runs of a batch."""
+        busy: dict[str, threading.Thread] = {}
+        done: queue.Queue[tuple[Claim, Signals, int, str | None]] = queue.Queue()
+        while True:
+            finished = _drain(done, block=bool(busy) and len(busy) >= self.options.concurrency)
+            room = 0 if self.stopping.is_set() else self.options.concurrency - len(busy)
+            room += len(finished)
+            claims = self._finish_and_claim_many(finished, room) if finished or room else []
+            for claim, *_ in finished:
+                busy.pop(claim.run_id).join()
+            for claim in claims:
+                thread = threading.Thread(target=self._run_one, args=(claim, done), daemon=True)
+                busy[claim.run_id] = thread
+                thread.start()
+            if claims or finished:
+                continue
+            if busy:
+                finished = _drain(done, block=True, timeout=self.options.poll_s)
+                for item in finished:
+                    done.put(item)
+                continue
+            if self.options.once or self.stopping.is_set():
+                return listener
+            listener = self._wait(listener)
+
+    def _run_one(
+        self, claim: Claim, done: queue.Queue[tuple[Claim, Signals, int, str | None]]
+    ) -> None:
+        signals = Signals()
+        config = claim.context.get("config") or {}
+        exit_code: int = 0
+        error: str | None = None
+        if config.get("steps") or config.get("artifacts"):
+            beat = threading.Thread(target=self._heartbeat, args=(claim, signals), daemon=True)
+            beat.start()
+            try:
+                exit_code, error = self._steps_and_artifacts(claim, signals, config)
+            finally:
+                signals.done.set()
+                beat.join(timeout=5)
+                self._drop_connection()  # this thread's, used for logs and artifacts
+        done.put((claim, signals, exit_code, error))
+
+    def _finish_and_claim_many(
+        self, finished: list[tuple[Claim, Signals, int, str | None]], want: int
+    ) -> list[Claim]:
+        payload = [
+            {"run_id": c.run_id, "lease_token": c.token, "exit_code": code, "error": error}
+            for c, signals, code, error in finished
+            if not signals.lost.is_set()
+        ]
+
+        def call(conn: psycopg.Connection[Any]) -> list[Claim]:
+            self._reap_if_due(conn)
+            row = conn.execute(
+                "select ops.finish_and_claim_runs(%s, %s, %s, %s)",
+                (Jsonb(payload), self.options.worker_id, self.options.lease_s, want),
+            ).fetchone()
+            following = row[0]["next"] if row else []
+            return [Claim(str(c["run_id"]), str(c["lease_token"]), c) for c in following]
+
+        claims: list[Claim] | None = self._call_retrying(call)
+        return claims or []
 
     def _listener(self) -> psycopg.Connection[Any] | None:
         try:
@@ -422,6 +491,21 @@ class Step:
             self.worker.send_logs(self.claim, self.signals, batch)
             if not final or ended or not batch:
                 return
+
+
+def _drain(items: queue.Queue[Any], *, block: bool, timeout: float | None = None) -> list[Any]:
+    """Everything in the queue; when `block`, wait for at least one (or the timeout)."""
+    found = []
+    if block:
+        try:
+            found.append(items.get(timeout=timeout))
+        except queue.Empty:
+            return found
+    while True:
+        try:
+            found.append(items.get_nowait())
+        except queue.Empty:
+            return found
 
 
 def _signal_group(process: subprocess.Popen[bytes], number: int) -> None:

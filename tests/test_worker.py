@@ -141,3 +141,13 @@ def test_a_running_run_is_canceled_by_its_worker(conn: Conn, db_url: str, tmp_pa
     assert time.monotonic() - asked < 5  # within a few heartbeats (every 1/3 s here)
     assert outcome(conn, run)[0] == "canceled"
     assert not marker.exists()
+
+
+def test_concurrent_runs_of_one_worker(conn: Conn, db_url: str, tmp_path: Path) -> None:
+    runs = [enqueue(conn, {"steps": [f"sleep 1; echo run {i}"]}, f"c{i}") for i in range(4)]
+    started = time.monotonic()
+    drain(db_url, tmp_path, concurrency=4)
+    assert time.monotonic() - started < 3.5  # four one-second runs side by side
+    for i, run in enumerate(runs):
+        assert outcome(conn, run) == ("succeeded", 0, None)
+        assert f"run {i}" in log_lines(conn, run)

@@ -141,13 +141,21 @@ def test_kill_9_a_worker_mid_run(conn: Conn, db_url: str, tmp_path: Path) -> Non
     assert scalar(conn, "select count(*) from ops.run_logs where message = 'too late'") == 0
 
 
+@pytest.mark.parametrize("concurrency", [1, 8])
 def test_sixteen_workers_complete_a_thousand_runs_once(
-    conn: Conn, db_url: str, tmp_path: Path
+    conn: Conn, db_url: str, tmp_path: Path, concurrency: int
 ) -> None:
     runs = enqueue(conn, [], count=1000)  # no steps: a no-op run
     workers = [
         Worker(
-            db_url, WorkerOptions(worker_id=f"w{i}", artifacts_dir=tmp_path, once=True, lease_s=30)
+            db_url,
+            WorkerOptions(
+                worker_id=f"w{i}",
+                artifacts_dir=tmp_path,
+                once=True,
+                lease_s=30,
+                concurrency=concurrency,
+            ),
         )
         for i in range(16)
     ]

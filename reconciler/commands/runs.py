@@ -37,6 +37,7 @@ def worker(url: str | None, lock_timeout_s: float, options: dict[str, Any], out:
                 lease_s=options["lease"],
                 poll_s=options["poll"],
                 once=options["once"],
+                concurrency=options["concurrency"],
             ),
         ).run()
 

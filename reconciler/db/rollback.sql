@@ -39,6 +39,7 @@ drop function if exists ops.start_run(uuid, uuid);
 drop function if exists ops.append_run_logs(uuid, uuid, jsonb);
 drop function if exists ops.record_run_artifact(uuid, uuid, text, text, text, bigint, text, timestamptz, jsonb);
 drop function if exists ops.finish_and_claim_run(uuid, uuid, integer, text, text, integer);
+drop function if exists ops.finish_and_claim_runs(jsonb, text, integer, integer);
 drop function if exists ops.finish_run(uuid, uuid, integer, text);
 drop function if exists ops.cancel_run(uuid, text);
 drop function if exists ops.leased_run(uuid, uuid, text[]);

@@ -240,6 +240,35 @@ begin
 end;
 $$;
 
+-- The same for a worker with several runs in flight: finish those done, claim up to p_want
+-- more (claimed and running), all in one round trip and one commit.
+create function ops.finish_and_claim_runs(
+  p_finished jsonb, p_worker_id text, p_lease_seconds integer, p_want integer
+)
+returns jsonb
+language plpgsql
+set search_path = ''
+as $$
+declare
+  v_done jsonb := '[]'::jsonb;
+  v_next jsonb := '[]'::jsonb;
+  v_finished jsonb;
+  v_claim jsonb;
+begin
+  for v_finished in select value from jsonb_array_elements(p_finished) loop
+    v_done := v_done || jsonb_build_array(ops.finish_run(
+      (v_finished ->> 'run_id')::uuid, (v_finished ->> 'lease_token')::uuid,
+      (v_finished ->> 'exit_code')::integer, v_finished ->> 'error'));
+  end loop;
+  for i in 1 .. greatest(p_want, 0) loop
+    v_claim := ops.claim_run(p_worker_id, p_lease_seconds, true);
+    exit when v_claim is null;
+    v_next := v_next || jsonb_build_array(v_claim);
+  end loop;
+  return jsonb_build_object('finished', v_done, 'next', v_next);
+end;
+$$;
+
 create function ops.cancel_run(p_run_id uuid, p_reason text default null)
 returns jsonb
 language plpgsql
@@ -285,7 +314,8 @@ revoke execute on function
   ops.start_run(uuid, uuid), ops.append_run_logs(uuid, uuid, jsonb),
   ops.record_run_artifact(uuid, uuid, text, text, text, bigint, text, timestamptz, jsonb),
   ops.finish_run(uuid, uuid, integer, text), ops.cancel_run(uuid, text),
-  ops.finish_and_claim_run(uuid, uuid, integer, text, text, integer)
+  ops.finish_and_claim_run(uuid, uuid, integer, text, text, integer),
+  ops.finish_and_claim_runs(jsonb, text, integer, integer)
 from public;
 grant execute on function
   ops.reap_expired_runs(integer), ops.claim_run(text, integer, boolean),
@@ -293,5 +323,6 @@ grant execute on function
   ops.start_run(uuid, uuid), ops.append_run_logs(uuid, uuid, jsonb),
   ops.record_run_artifact(uuid, uuid, text, text, text, bigint, text, timestamptz, jsonb),
   ops.finish_run(uuid, uuid, integer, text), ops.cancel_run(uuid, text),
-  ops.finish_and_claim_run(uuid, uuid, integer, text, text, integer)
+  ops.finish_and_claim_run(uuid, uuid, integer, text, text, integer),
+  ops.finish_and_claim_runs(jsonb, text, integer, integer)
 to service_role;
