@@ -229,13 +229,6 @@ def history(database_url: str | None, lock_timeout: float, limit: int, output: s
     help="Runs in flight at once.",
 )
 @click.option(
-    "--concurrency",
-    type=click.IntRange(min=1),
-    default=1,
-    show_default=True,
-    help="Runs in flight at once.",
-)
-@click.option(
     "--artifacts-dir",
     type=click.Path(file_okay=False, path_type=Path),
     default=Path("artifacts"),

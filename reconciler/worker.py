@@ -123,18 +123,10 @@ class Worker:
         self, claim: Claim, done: queue.Queue[tuple[Claim, Signals, int, str | None]]
     ) -> None:
         signals = Signals()
-        config = claim.context.get("config") or {}
-        exit_code: int = 0
-        error: str | None = None
-        if config.get("steps") or config.get("artifacts"):
-            beat = threading.Thread(target=self._heartbeat, args=(claim, signals), daemon=True)
-            beat.start()
-            try:
-                exit_code, error = self._steps_and_artifacts(claim, signals, config)
-            finally:
-                signals.done.set()
-                beat.join(timeout=5)
-                self._drop_connection()  # this thread's, used for logs and artifacts
+        try:
+            exit_code, error = self._watched(claim, signals)
+        finally:
+            self._drop_connection()  # this thread's, used for logs and artifacts
         done.put((claim, signals, exit_code, error))
 
     def _finish_and_claim_many(
@@ -230,17 +222,22 @@ class Worker:
     def execute(self, claim: Claim) -> Claim | None:
         """Run it; return the next claimed run (taken as this one finished), if any."""
         signals = Signals()
+        exit_code, error = self._watched(claim, signals)
+        return self._finish(claim, signals, exit_code, error)
+
+    def _watched(self, claim: Claim, signals: Signals) -> tuple[int, str | None]:
+        """The steps and artifacts, with a heartbeat alongside; a run with nothing to
+        execute is done at once and needs no heartbeat."""
         config = claim.context.get("config") or {}
         if not config.get("steps") and not config.get("artifacts"):
-            return self._finish(claim, signals, 0, None)  # nothing to execute or to watch
+            return 0, None
         beat = threading.Thread(target=self._heartbeat, args=(claim, signals), daemon=True)
         beat.start()
         try:
-            exit_code, error = self._steps_and_artifacts(claim, signals, config)
+            return self._steps_and_artifacts(claim, signals, config)
         finally:
             signals.done.set()
             beat.join(timeout=5)
-        return self._finish(claim, signals, exit_code, error)
 
     def _finish(
         self, claim: Claim, signals: Signals, exit_code: int, error: str | None
