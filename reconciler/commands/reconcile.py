@@ -72,9 +72,10 @@ class Options:
 
 def validate(options: Options, out: Echo) -> int:
     """Schema and cross-reference checks of the files alone."""
-    loaded = _load(options)
-    resources = loaded.resources()
-    _, problems = assemble(resources, known_projects=set())
+    with files.without_cyclic_gc():
+        loaded = _load(options)
+        resources = loaded.resources()
+        _, problems = assemble(resources, known_projects=set())
     found = collect(loaded.problems, problems)
     if found:
         raise InvalidFiles(found, options.state_dir)
@@ -135,7 +136,8 @@ def show(result: Plan, options: Options, out: Echo, title: str = "reconcile plan
 
 def reconcile(options: Options, *, commit: bool, expected: dict[str, Any] | None = None) -> Plan:
     try:
-        return _reconcile(options, commit=commit, expected=expected)
+        with files.without_cyclic_gc():
+            return _reconcile(options, commit=commit, expected=expected)
     except InvalidFiles as invalid:
         raise InvalidFiles(invalid.problems, options.state_dir) from None
 
