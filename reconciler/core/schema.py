@@ -13,12 +13,13 @@ import json
 import re
 from functools import cache
 from importlib import resources
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import jsonschema_rs
-from jsonschema import Draft202012Validator
-from jsonschema.exceptions import ValidationError
-from referencing import Registry, Resource
+
+if TYPE_CHECKING:  # jsonschema is imported when a document fails (0.12 s of every start)
+    from jsonschema import Draft202012Validator
+    from jsonschema.exceptions import ValidationError
 
 from reconciler.core import problems as codes
 from reconciler.core.problems import Problem
@@ -120,6 +121,9 @@ def compiled() -> dict[str, Any]:
 @cache
 def validators() -> dict[str, Draft202012Validator]:
     """One validator per kind, with every schema file registered for the cross-file $refs."""
+    from jsonschema import Draft202012Validator  # noqa: PLC0415  (see the imports)
+    from referencing import Registry, Resource  # noqa: PLC0415
+
     schemas = _schemas()
     registry: Registry[Any] = Registry().with_resources(
         (schema["$id"], Resource.from_contents(schema)) for schema in schemas.values()
