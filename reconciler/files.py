@@ -266,6 +266,7 @@ def without_cyclic_gc() -> Iterator[None]:
         yield
     finally:
         if enabled:
+            gc.freeze()  # else the first collection after this scans everything made here
             gc.enable()
 
 

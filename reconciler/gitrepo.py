@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import posixpath
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -71,7 +70,9 @@ class GitTree:
         items: Iterable[Any] = tree_any.traverse(prune=_hidden_folder)
         for item in items:
             if item.type == "blob" and item.name.endswith((".yaml", ".yml")):
-                found.append((posixpath.relpath(item.path, self.prefix or "."), item.hexsha))
+                found.append(
+                    (item.path[len(self.prefix) + 1 :] if self.prefix else item.path, item.hexsha)
+                )
         return sorted(found)
 
     def read(self, sha: str) -> bytes:

@@ -122,3 +122,23 @@ def test_the_pool_parses_as_one_process_does(
     ]
     cached = files.load(repo.root, tmp_path / "cache")
     assert _shape(cached) == _shape(alone)
+
+
+def test_a_state_directory_below_the_repository_root_shares_entries(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    repo = Repo(tmp_path / "repo")
+    repo.write("ops/projects/a.yaml", project_yaml(1, 3))
+    repo.write("ops/.hidden/b.yaml", project_yaml(2, 3))
+    repo.write("other/c.yaml", project_yaml(3, 3))
+    repo.commit("nested")
+    files.load(repo.root / "ops", tmp_path / "cache")
+    tree = GitTree(repo.root / "ops", "HEAD")
+    try:
+        blobs = tree.blobs()
+        parses = Parses(monkeypatch)
+        files.load_blobs(blobs, tree.read, tmp_path / "cache", tree.root)
+    finally:
+        tree.close()
+    assert [relative for relative, _ in blobs] == ["projects/a.yaml"]
+    assert parses.files == []
