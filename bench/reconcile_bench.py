@@ -5,8 +5,8 @@
     (--database-url URL, else DATABASE_URL, else the embedded server)
 
 A fleet of N projects has 5 workflows and 10 members each, 2N users: 16N rows. Every command
-is the `reconcile` CLI in its own process, as a user or CI runs it (time: wall clock; memory:
-its peak resident set, pool processes included). The floors are measured in this process:
+is the `reconcile` CLI in its own process, as a user or CI runs it, with its text output (time:
+wall clock; memory: its peak resident set, pool processes included). The floors are measured in this process:
 
   parse floor   read the files, load them with PyYAML's C loader (CSafeLoader) and validate
                 every document with a compiled validator (jsonschema-rs) of the same schemas
@@ -175,22 +175,22 @@ def run_once(admin: str, root: Path, n: int, work: Path, tag: str) -> Figures:
     timed("cold_diff_s", "diff", *here, "--base", "base", "-o", "json", cache="diff")
     git(root, "reset", "-q", "--hard", "base")
 
-    url = fresh_database(admin, f"bench_{n}_{tag}")
-    timed("cold_plan_s", "plan", *here, "-o", "json", cache="main", url=url)
-    timed("first_apply_s", "apply", *here, "--yes", "-o", "json", cache="main", url=url)
+    url = fresh_database(admin, f"reconcile_bench_{n}_{tag}")
+    timed("cold_plan_s", "plan", *here, cache="main", url=url)
+    timed("first_apply_s", "apply", *here, "--yes", cache="main", url=url)
     f["copy_to_s"], rows = copy_out(url)
-    copied = fresh_database(admin, f"bench_{n}_{tag}_copy")
+    copied = fresh_database(admin, f"reconcile_bench_{n}_{tag}_copy")
     f["copy_from_s"] = copy_in(copied, rows)
     drop_database(admin, copied)
-    timed("noop_plan_s", "plan", *here, "-o", "json", cache="main", url=url)
-    cold = fresh_database(admin, f"bench_{n}_{tag}_cold")
-    timed("cold_apply_s", "apply", *here, "--yes", "-o", "json", cache="cold-apply", url=cold)
+    timed("noop_plan_s", "plan", *here, cache="main", url=url)
+    cold = fresh_database(admin, f"reconcile_bench_{n}_{tag}_cold")
+    timed("cold_apply_s", "apply", *here, "--yes", cache="cold-apply", url=cold)
     drop_database(admin, cold)
 
     f["pr_job_s"] = pull_request_job(root, n, caches / "main", url, work / f"pr-{tag}")
     edit_one(root, n)
     git(root, "commit", "-q", "-am", "edit one project")
-    timed("edit_apply_s", "apply", *here, "--yes", "-o", "json", cache="main", url=url)
+    timed("edit_apply_s", "apply", *here, "--yes", cache="main", url=url)
     drop_database(admin, url)
     f["peak_mib"] = peak
     return f
