@@ -66,10 +66,14 @@ def resource_key(kind: str, identity: Identity) -> str:
     return "/".join(identity)
 
 
+# json.dumps with options builds an encoder per call; this runs for every resource of a fleet.
+_CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
 def digest_of(kind: str, fields: dict[str, Any]) -> str:
     """What a row is compared on; a membership's user is its identity, resolved elsewhere."""
     compared = {k: v for k, v in fields.items() if not (kind == "membership" and k == "user")}
-    text = json.dumps(compared, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    text = _CANONICAL.encode(compared)
     return hashlib.blake2b(text.encode(), digest_size=16).hexdigest()
 
 
