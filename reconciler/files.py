@@ -25,6 +25,8 @@ import os
 import pickle
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import cache
@@ -225,15 +227,21 @@ def _parsed(items: list[_Pending]) -> Iterator[LoadedFile]:
 
 def _parsed_in_pool(items: list[_Pending], workers: int) -> Iterator[LoadedFile]:
     """Parsed by forked processes (which see `items` without it being sent); each sends back
-    the summaries and pickled results, the cache's own form, which this process keeps."""
+    the summaries and pickled results, the cache's own form, which this process keeps. A
+    process that dies (killed, out of memory) makes the rest be parsed here, never a hang."""
     global _FORKED_ITEMS  # noqa: PLW0603  (read by the forked children only)
     _FORKED_ITEMS = items
     size = max(1, len(items) // (workers * 4))
     chunks = [(start, min(start + size, len(items))) for start in range(0, len(items), size)]
+    done = 0
     try:
-        with multiprocessing.get_context("fork").Pool(workers) as pool:
-            for part in pool.imap(_parse_chunk, chunks):
+        context = multiprocessing.get_context("fork")
+        with ProcessPoolExecutor(workers, mp_context=context) as pool:
+            for part in pool.map(_parse_chunk, chunks):
                 yield from (LoadedFile(FileSummary(*s), None, blob) for s, blob in part)
+                done += len(part)
+    except BrokenProcessPool:
+        yield from _young_gc_only(_checked(i.relative, i.content) for i in items[done:])
     finally:
         _FORKED_ITEMS = []
 

@@ -142,3 +142,26 @@ def test_a_state_directory_below_the_repository_root_shares_entries(
         tree.close()
     assert [relative for relative, _ in blobs] == ["projects/a.yaml"]
     assert parses.files == []
+
+
+_PARENT = os.getpid()
+_PARSE_CHUNK = files._parse_chunk
+
+
+def _dying(bounds: tuple[int, int]) -> list[tuple[tuple[object, ...], bytes]]:
+    """Parses the first chunk; a forked process given any other dies, as if OOM-killed."""
+    if os.getpid() != _PARENT and bounds[0] > 0:
+        os._exit(9)
+    return _PARSE_CHUNK(bounds)
+
+
+def test_a_parsing_process_that_dies_costs_time_not_the_command(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    repo = Repo(tmp_path / "state")
+    _fleet(repo, 12)
+    alone = files.load(repo.root, None)
+    monkeypatch.setattr(files, "PARALLEL_FROM", 2)
+    monkeypatch.setattr(files, "_cores", lambda: 2)
+    monkeypatch.setattr(files, "_parse_chunk", _dying)
+    assert _shape(files.load(repo.root, tmp_path / "cache")) == _shape(alone)
