@@ -36,7 +36,7 @@ from typing import Any
 
 from reconciler import __version__
 from reconciler.core import problems as codes
-from reconciler.core.desired import Resource, from_plain
+from reconciler.core.desired import Resource, Slot, from_plain
 from reconciler.core.problems import Problem, Source
 from reconciler.core.summary import FileSummary, group_of, summarize
 from reconciler.core.validate import FileResult, check_file
@@ -51,12 +51,19 @@ StatKey = tuple[int, int, int, int]  # size, mtime_ns, ctime_ns (no tool sets it
 class LoadedFile:
     """One file: its summary at once, its resources and problems when asked for."""
 
-    __slots__ = ("_blob", "_result", "summary")
+    __slots__ = ("_blob", "_result", "_slots", "summary")
 
-    def __init__(self, summary: FileSummary, result: FileResult | None, blob: bytes | None):
+    def __init__(
+        self,
+        summary: FileSummary,
+        result: FileResult | None,
+        blob: bytes | None,
+        slots: bytes | None = None,
+    ) -> None:
         self.summary = summary
         self._result = result
         self._blob = blob
+        self._slots = slots
 
     @property
     def result(self) -> FileResult:
@@ -75,6 +82,15 @@ class LoadedFile:
             self._blob = pickle.dumps(plain, protocol=pickle.HIGHEST_PROTOCOL)
         return self._blob
 
+    @property
+    def slots(self) -> bytes:
+        """The slots (kind, identity) of its resources, pickled apart from the result: all a
+        check across files needs when it finds nothing, at a fifth of the result's cost."""
+        if self._slots is None:
+            found = [(r.kind, r.identity) for r in self.result.resources]
+            self._slots = pickle.dumps(found, protocol=pickle.HIGHEST_PROTOCOL)
+        return self._slots
+
 
 @dataclass(frozen=True)
 class LoadedFiles:
@@ -86,6 +102,15 @@ class LoadedFiles:
             return sorted(
                 p for f in self.files.values() if f.summary.has_problems for p in f.result.problems
             )
+
+    def slots(self) -> list[Slot]:
+        """The slot of every resource, in file order."""
+        with without_cyclic_gc():
+            return [
+                slot
+                for f in self.files.values()
+                for slot in pickle.loads(f.slots)  # noqa: S301  (the user's own cache)
+            ]
 
     def resources(self, groups: set[str] | None = None) -> list[Resource]:
         """The resources of these groups (all when None), in file order."""
@@ -238,7 +263,7 @@ def _parsed_in_pool(items: list[_Pending], workers: int) -> Iterator[LoadedFile]
         context = multiprocessing.get_context("fork")
         with ProcessPoolExecutor(workers, mp_context=context) as pool:
             for part in pool.map(_parse_chunk, chunks):
-                yield from (LoadedFile(FileSummary(*s), None, blob) for s, blob in part)
+                yield from (LoadedFile(FileSummary(*s), None, b, slots) for s, b, slots in part)
                 done += len(part)
     except BrokenProcessPool:
         yield from _young_gc_only(_checked(i.relative, i.content) for i in items[done:])
@@ -249,10 +274,10 @@ def _parsed_in_pool(items: list[_Pending], workers: int) -> Iterator[LoadedFile]
 _FORKED_ITEMS: list[_Pending] = []
 
 
-def _parse_chunk(bounds: tuple[int, int]) -> list[tuple[tuple[Any, ...], bytes]]:
+def _parse_chunk(bounds: tuple[int, int]) -> list[tuple[tuple[Any, ...], bytes, bytes]]:
     items = _FORKED_ITEMS[bounds[0] : bounds[1]]
     parsed = _young_gc_only(_checked(i.relative, i.content) for i in items)
-    return [(tuple(p.summary), p.blob) for p in parsed]
+    return [(tuple(p.summary), p.blob, p.slots) for p in parsed]
 
 
 def _cores() -> int:
@@ -329,9 +354,10 @@ def _version() -> str:
     return digest.hexdigest()[:16]
 
 
-# An entry, as plain tuples: (strong digest of the bytes, summary, pickled result), by
+# An entry, as plain tuples: (strong digest of the bytes, summary, pickled result, pickled
+# slots), by
 # (relative path, blob id); an index entry: (stat key, blob id, made at (ns)), by relative path.
-_Entry = tuple[str, tuple[Any, ...], bytes]
+_Entry = tuple[str, tuple[Any, ...], bytes, bytes]
 _IndexEntry = tuple[StatKey, str, int]
 
 
@@ -385,10 +411,10 @@ class _Store:
         if entry is None or (strong is not None and entry[0] != strong):
             return None
         self.used.add((relative, blob))
-        return LoadedFile(FileSummary(*entry[1]), None, entry[2])
+        return LoadedFile(FileSummary(*entry[1]), None, entry[2], entry[3])
 
     def put(self, relative: str, blob: str, strong: str, loaded: LoadedFile) -> None:
-        self.entries[(relative, blob)] = (strong, tuple(loaded.summary), loaded.blob)
+        self.entries[(relative, blob)] = (strong, tuple(loaded.summary), loaded.blob, loaded.slots)
         self.used.add((relative, blob))
         self.dirty = True
 

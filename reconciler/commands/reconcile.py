@@ -17,7 +17,7 @@ from typing import Any
 
 from reconciler import files, gitrepo
 from reconciler.core import render
-from reconciler.core.desired import DesiredState, assemble
+from reconciler.core.desired import DesiredState, assemble, clean_across_files
 from reconciler.core.plan import (
     GitContext,
     Plan,
@@ -74,6 +74,11 @@ def validate(options: Options, out: Echo) -> int:
     """Schema and cross-reference checks of the files alone."""
     with files.without_cyclic_gc():
         loaded = _load(options)
+        if not any(f.summary.has_problems for f in loaded.files.values()):
+            slots = loaded.slots()
+            if clean_across_files(slots):  # the common case, without loading the resources
+                out(f"{len(loaded.files)} file(s), {len(slots)} resource(s): valid")
+                return 0
         resources = loaded.resources()
         _, problems = assemble(resources, known_projects=set())
     found = collect(loaded.problems, problems)

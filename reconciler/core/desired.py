@@ -251,6 +251,23 @@ def assemble(
     return DesiredState(indexed), found
 
 
+def clean_across_files(slots: Iterable[Slot]) -> bool:
+    """Whether `assemble` (with no projects known from a database) would find nothing: no
+    slot twice, no workflow or membership of a project not among them. Needs only slots, so
+    a valid fleet is checked without loading its resources; when False, `assemble` tells."""
+    seen: set[Slot] = set()
+    count = 0
+    for slot in slots:
+        seen.add(slot)
+        count += 1
+    if len(seen) != count:
+        return False
+    projects = {identity[0] for kind, identity in seen if kind == "project"}
+    return all(
+        identity[0] in projects for kind, identity in seen if kind in ("workflow", "membership")
+    )
+
+
 def _duplicate(resource: Resource, first: Resource) -> Problem:
     code = (
         codes.INLINE_AND_STANDALONE if resource.inline != first.inline else codes.DUPLICATE_RESOURCE
