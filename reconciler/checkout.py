@@ -17,7 +17,6 @@ import fcntl
 import hashlib
 import logging
 import os
-import re
 import signal
 import subprocess
 import tempfile
@@ -26,19 +25,20 @@ from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
 
+from reconciler.core.repository import (
+    ALLOWED_TRANSPORTS,
+    CONTROL,
+    SHA,
+    redact,
+    ref_refusal,
+    refusal,
+)
 from reconciler.errors import CheckoutError
 
-__all__ = ["ALLOWED_TRANSPORTS", "CheckoutError", "materialize", "mirror_path", "redact"]
+__all__ = ["CheckoutError", "materialize", "mirror_path", "redact", "remote_head"]
 
 log = logging.getLogger(__name__)
 
-ALLOWED_TRANSPORTS = ("file", "https", "ssh", "git")
-_SCHEME_ALIASES = {"git+ssh": "ssh", "ssh+git": "ssh"}
-_SHA = re.compile(r"[0-9a-f]{40}(?:[0-9a-f]{24})?")
-_URL = re.compile(r"([a-zA-Z][a-zA-Z0-9+.-]*)://([^/?#]*)(.*)", re.DOTALL)
-_SCP = re.compile(r"(?:[^@/:]+@)?([^/:]+):")  # [user@]host:path, git's scp-like ssh syntax
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
-_USERINFO = re.compile(r"\b([a-zA-Z][a-zA-Z0-9+.-]*://)([^/@\s]+)@")
 _REFSPECS = ("+refs/heads/*:refs/heads/*", "+refs/tags/*:refs/tags/*")
 _CONFIG = (  # given on every git call: this module's settings win over the host's config
     *("-c", "protocol.allow=never"),
@@ -85,6 +85,36 @@ def materialize(
     return sha
 
 
+def remote_head(repository: str, ref: str | None, *, timeout_s: float = 20.0) -> str:
+    """The commit `ref` (a branch, else a tag; None: the remote's HEAD) points at now, asked of
+    the remote with `git ls-remote`. CheckoutError, one line, when it cannot be told."""
+    check_repository(repository)
+    if ref is not None and (reason := ref_refusal(ref)):
+        raise CheckoutError(f"git_ref {reason}")
+    wanted = _ref_names(ref)
+    args = ["ls-remote", "--end-of-options", repository, *wanted]
+    done = _git(args, None, time.monotonic() + timeout_s, check=False)
+    if done.returncode != 0:
+        raise CheckoutError(f"cannot reach {redact(repository)}: {_reason(done.stderr)}")
+    found: dict[str, str] = {}
+    for line in done.stdout.splitlines():
+        sha, _, name = line.partition("\t")
+        found[name] = sha
+    for name in wanted:
+        if SHA.fullmatch(sha := found.get(name, "")):
+            return sha
+    raise CheckoutError(f"{redact(repository)} has no branch or tag {ref or 'HEAD'!r}")
+
+
+def _ref_names(ref: str | None) -> list[str]:
+    """The names ls-remote prints for `ref`, best first (a tag's peeled commit before it)."""
+    if ref is None:
+        return ["HEAD"]
+    if ref.startswith("refs/"):
+        return [f"{ref}^{{}}", ref]
+    return [f"refs/heads/{ref}", f"refs/tags/{ref}^{{}}", f"refs/tags/{ref}"]
+
+
 def mirror_path(repository: str, mirrors_dir: Path) -> Path:
     """The bare mirror of `repository`: named by a hash of its URL (no path from the URL)."""
     mirrors_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
@@ -94,7 +124,7 @@ def mirror_path(repository: str, mirrors_dir: Path) -> Path:
 
 def check_commit(commit: str) -> str:
     """The commit as a full lowercase hex sha, or CheckoutError: never a ref or an option."""
-    if not isinstance(commit, str) or not _SHA.fullmatch(commit.lower()):
+    if not isinstance(commit, str) or not SHA.fullmatch(commit.lower()):
         raise CheckoutError(
             f"commit {_shown(commit)} is not a full hex commit sha (40 or 64 hex digits)"
         )
@@ -108,52 +138,9 @@ def check_repository(repository: str) -> None:
         raise CheckoutError(f"repository {_shown(repository)} is refused: {reason}")
 
 
-def refusal(repository: str) -> str | None:
-    """Why `repository` is not a URL a run may check out from, or None. Pure."""
-    if not repository or repository.startswith("-"):
-        return "it is empty or starts with '-'"
-    if _CONTROL.search(repository):
-        return "it contains control characters"
-    if "::" in repository.split("/", 1)[0]:
-        return "remote helpers (`transport::address`, e.g. ext::) are not allowed"
-    if url := _URL.fullmatch(repository):
-        return _url_refusal(url.group(1).lower(), url.group(2))
-    local = repository.startswith("/")  # a local path: git's file transport
-    scp = _SCP.match(repository)  # host:path over ssh
-    if local or (scp and not scp.group(1).startswith("-")):
-        return None
-    return "use a URL (https://, ssh://, git://, file://), user@host:path, or an absolute path"
-
-
-def _url_refusal(scheme: str, authority: str) -> str | None:
-    transport = _SCHEME_ALIASES.get(scheme, scheme)
-    if transport not in ALLOWED_TRANSPORTS:
-        allowed = ", ".join(ALLOWED_TRANSPORTS)
-        return f"transport {scheme!r} is not allowed (allowed: {allowed})"
-    host = authority.rsplit("@", 1)[-1]
-    if host.startswith("-"):
-        return "its host starts with '-'"
-    return None
-
-
-def redact(text: str) -> str:
-    """`text` with the credentials of every URL in it hidden: a password always, and the
-    user of http(s) URLs too (a token is often written as the user)."""
-
-    def hide(match: re.Match[str]) -> str:
-        scheme, userinfo = match.group(1), match.group(2)
-        if ":" in userinfo:
-            return f"{scheme}{userinfo.split(':', 1)[0]}:***@"
-        if scheme.lower().startswith("http"):
-            return f"{scheme}***@"
-        return match.group(0)
-
-    return _USERINFO.sub(hide, text)
-
-
 def _shown(value: object) -> str:
     text = redact(str(value))
-    text = _CONTROL.sub("?", text)
+    text = CONTROL.sub("?", text)
     return repr(text if len(text) <= 120 else text[:117] + "...")
 
 
@@ -288,5 +275,5 @@ def _reason(stderr: str) -> str:
     lines = [line.strip() for line in stderr.splitlines() if line.strip()]
     chosen = [line for line in lines if line.startswith(("fatal:", "error:"))] or lines
     text = redact(chosen[-1] if chosen else "no message from git")
-    text = _CONTROL.sub(" ", text.removeprefix("fatal: ").removeprefix("error: "))
+    text = CONTROL.sub(" ", text.removeprefix("fatal: ").removeprefix("error: "))
     return text if len(text) <= _MESSAGE_LIMIT else text[: _MESSAGE_LIMIT - 3] + "..."
