@@ -62,13 +62,16 @@ def without_credentials(repository: str) -> str:
 
 
 def _hidden(match: re.Match[str], mask: str | None) -> str:
+    """A URL's userinfo masked (`mask`) or dropped (None): the password, and an http(s) user
+    without a password (a token); an ssh user (`git@`) is no secret and is kept."""
     scheme, userinfo = match.group(1), match.group(2)
-    user = userinfo.split(":", 1)[0]
-    if scheme.lower().startswith("http"):
-        return f"{scheme}{mask}@" if mask else scheme
+    user, password = userinfo.partition(":")[::2]
+    http = scheme.lower().startswith("http")
+    if mask is None:
+        return scheme if http else f"{scheme}{user}@"
     if ":" in userinfo:
-        return f"{scheme}{user}:{mask}@" if mask else f"{scheme}{user}@"
-    return match.group(0)
+        return f"{scheme}{user}:{mask}@" if password or not http else f"{scheme}{mask}@"
+    return f"{scheme}{mask}@" if http else match.group(0)
 
 
 def ref_refusal(ref: str) -> str | None:
