@@ -29,6 +29,7 @@ from reconciler.core.repository import (
     ALLOWED_TRANSPORTS,
     CONTROL,
     SHA,
+    local_path,
     redact,
     ref_refusal,
     refusal,
@@ -74,6 +75,7 @@ def materialize(
     reached, the commit is not in it, or git takes longer than `timeout_s` in all."""
     check_repository(repository)
     sha = check_commit(commit)
+    _check_not_a_mirror(repository, mirrors_dir)
     deadline = time.monotonic() + timeout_s
     mirror = mirror_path(repository, mirrors_dir)
     if not _has_commit(mirror, sha, deadline):
@@ -136,6 +138,13 @@ def check_repository(repository: str) -> None:
     other than ALLOWED_TRANSPORTS, relative paths."""
     if reason := refusal(repository):
         raise CheckoutError(f"repository {_shown(repository)} is refused: {reason}")
+
+
+def _check_not_a_mirror(repository: str, mirrors_dir: Path) -> None:
+    """A local repository inside the mirrors would hand a run another project's code."""
+    path = local_path(repository)
+    if path is not None and Path(path).resolve().is_relative_to(mirrors_dir.resolve()):
+        raise CheckoutError(f"repository {_shown(repository)} is refused: it is in the mirrors")
 
 
 def _shown(value: object) -> str:
