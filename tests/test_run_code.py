@@ -417,3 +417,20 @@ def _closed_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return int(probe.getsockname()[1])
+
+
+def test_a_workflow_of_a_project_only_the_database_holds_uses_its_repository(
+    code: Repo, code_url: str, tmp_path: Path, db_url: str
+) -> None:
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        project = make_project(conn, "legacy")
+        conn.execute("update ops.projects set repository = %s where id = %s", (code_url, project))
+    workflow = (
+        "apiVersion: ops/v1\nkind: Workflow\nproject: legacy\ntype: build\nname: build\n"
+        "on: [push]\n"
+    )
+    apply(state_repo(tmp_path, workflow), db_url)
+    head = code.git("rev-parse", "HEAD")
+    assert [(r["key"], r["repository_url"]) for r in runs(db_url)] == [
+        (f"push:{head}:legacy/build/build", code_url)
+    ]
