@@ -17,6 +17,7 @@ import fcntl
 import hashlib
 import logging
 import os
+import shutil
 import signal
 import subprocess
 import tempfile
@@ -174,10 +175,17 @@ def _locked(path: Path, deadline: float, repository: str) -> Iterator[None]:
 
 
 def _init(mirror: Path, deadline: float) -> None:
+    """An empty bare repository, made aside and renamed into place: a worker killed midway
+    leaves no half-made mirror. No template: no sample hooks, nothing but what git needs."""
     if (mirror / "HEAD").exists():
         return
-    # an empty template: no sample hooks, nothing but what git needs
-    _git(["init", "--quiet", "--bare", "--template=", str(mirror)], None, deadline)
+    aside = Path(tempfile.mkdtemp(prefix=f"{mirror.name}.init-", dir=mirror.parent))
+    try:
+        _git(["init", "--quiet", "--bare", "--template=", str(aside)], None, deadline)
+        os.rename(aside, mirror)  # mirror absent, or an empty folder left by hand
+    finally:
+        if aside.exists():
+            shutil.rmtree(aside)
 
 
 def _has_commit(mirror: Path, sha: str, deadline: float) -> bool:

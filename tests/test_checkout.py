@@ -358,11 +358,13 @@ def test_concurrent_processes_share_one_mirror(
                 str(tmp_path / "mirrors"),
             ],
             stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
             text=True,
         )
         for i in range(4)
     ]
-    assert [p.communicate()[0].strip() for p in procs] == [sha] * 4
+    outputs = [p.communicate() for p in procs]
+    assert [out.strip() for out, _ in outputs] == [sha] * 4, [err for _, err in outputs]
     assert count() == 1
 
 
