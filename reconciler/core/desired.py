@@ -128,6 +128,7 @@ def _project(document: Document) -> list[Resource]:
             "odoo_version": value["odoo_version"],
             "status": value.get("status", "active"),
             "config": value.get("config", {}),
+            **_optional(repository=value.get("repository")),
         },
         document.at(()),
     )
@@ -140,6 +141,12 @@ def _project(document: Document) -> list[Resource]:
         for i, spec in enumerate(value.get("members", []))
     ]
     return [project, *workflows, *members]
+
+
+def _optional(**fields: Any) -> dict[str, Any]:
+    """Fields added after v1 are compared only when set, so the digest of every resource
+    that does not use them stays what it was (no full re-read of a fleet after an upgrade)."""
+    return {name: value for name, value in fields.items() if value is not None}
 
 
 def _workflow(
@@ -229,7 +236,8 @@ class DesiredState:
 def assemble(
     resources: Iterable[Resource], known_projects: set[str]
 ) -> tuple[DesiredState, list[Problem]]:
-    """Index the resources (in file order); report duplicates and unknown projects."""
+    """Index the resources (in file order); report duplicates and unknown projects. (A new
+    check here needs its slot-only twin in `clean_across_files`.)"""
     indexed: dict[Slot, Resource] = {}
     found: list[Problem] = []
     for resource in resources:
