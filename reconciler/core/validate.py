@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 from reconciler.core import schema
 from reconciler.core.desired import Resource, resources_of
-from reconciler.core.problems import Problem
+from reconciler.core.problems import Problem, Source
 from reconciler.core.yamldoc import parse
 
 
@@ -21,7 +21,13 @@ def check_file(file: str, text: str) -> FileResult:
     resources: list[Resource] = []
     for document in documents:
         found = schema.check(document)
-        problems += found
         if not found:
             resources += resources_of(document)
+        problems += _not_at(found, {p.source for p in problems})
     return FileResult(tuple(resources), tuple(sorted(problems)))
+
+
+def _not_at(found: list[Problem], reported: set[Source]) -> list[Problem]:
+    """The schema's problems, less those at a value the loader already refused (a `!Ref`
+    where a string is expected is one problem, not two)."""
+    return [p for p in found if p.source not in reported]
