@@ -33,6 +33,7 @@ _CODES = {
     "additionalProperties": codes.UNKNOWN_FIELD,
     "unevaluatedProperties": codes.UNKNOWN_FIELD,
 }
+_LONGEST_PATTERN_SHOWN = 60
 NEWLINE_GUARD = "(?!\\n)"
 _UNEXPECTED = re.compile(r"\((.*) (?:was|were) unexpected\)")
 _JSON_TYPES = {
@@ -131,7 +132,11 @@ def _message(error: ValidationError, written: str | None) -> str:
         options = list(allowed) if error.validator == "enum" else [allowed]
         return f"{shown(error.instance)} is not one of {', '.join(repr(o) for o in options)}"
     if error.validator == "pattern":
-        return f"{shown(error.instance)} does not match {documented(error.validator_value)}"
+        pattern = documented(error.validator_value)
+        described = error.schema.get("description") if isinstance(error.schema, dict) else None
+        if described and len(pattern) > _LONGEST_PATTERN_SHOWN:
+            return f"{shown(error.instance)} is not {described[0].lower()}{described[1:]}"
+        return f"{shown(error.instance)} does not match {pattern}"
     return error.message
 
 
