@@ -81,15 +81,20 @@ class GitTree:
             if item.type == "blob" and item.name.endswith((".yaml", ".yml")):
                 relative = posixpath.relpath(item.path, self.prefix or ".")
                 try:
-                    found.append((relative, self._regular(item)))
+                    sha = self._regular(item)
                 except Refused as refused:
                     self.refused.append((relative, refused))
+                else:
+                    if sha is not None:  # None: a link to a folder, not followed (as on disk)
+                        found.append((relative, sha))
         return sorted(found)
 
-    def _regular(self, item: Any) -> str:
+    def _regular(self, item: Any) -> str | None:
         """The sha of the regular file at `item`: itself, or what its symlink points to when
         that is a regular file inside the state directory (as on disk, see reading.py)."""
         for _ in range(_MAX_LINKS):
+            if item.type != "blob":  # a folder or a submodule
+                return None
             if item.mode != _SYMLINK:
                 return str(item.hexsha)
             item = self._link_target(item)
@@ -99,14 +104,12 @@ class GitTree:
         target = self.read(link.hexsha, limit=4096).decode("utf-8", "replace")
         path = posixpath.normpath(posixpath.join(posixpath.dirname(link.path), target))
         inside = not self.prefix or path.startswith(self.prefix + "/")
-        if posixpath.isabs(target) or path.startswith("../") or not inside:
+        if posixpath.isabs(target) or path == ".." or path.startswith("../") or not inside:
             raise Refused(codes.NOT_A_REGULAR_FILE, _OUTSIDE)
         try:
             item = self.commit.tree / path
         except KeyError:
             raise Refused(codes.UNREADABLE_FILE, "a symbolic link to nothing") from None
-        if item.type != "blob":
-            raise Refused(codes.NOT_A_REGULAR_FILE, f"a link to a {item.type}, not a file")
         return item
 
     def read(self, sha: str, limit: int = limits.MAX_FILE_BYTES) -> bytes:

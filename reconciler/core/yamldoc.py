@@ -94,6 +94,8 @@ def parse(file: str, text: str) -> tuple[list[Document], list[Problem]]:
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         where = Source(file, mark.line + 1, mark.column + 1) if mark else Source(file)
+        if "maximum nesting depth" in str(exc.problem):  # libyaml's own cap, past ours
+            return [], [Problem(where, LIMIT_EXCEEDED, limits.too_deep())]
         return [], [Problem(where, YAML_SYNTAX, f"invalid YAML: {exc.problem or exc.context}")]
     except yaml.YAMLError as exc:
         return [], [Problem(Source(file), YAML_SYNTAX, f"invalid YAML: {exc}")]
