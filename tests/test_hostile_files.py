@@ -324,6 +324,31 @@ CASES: list[Case] = [
             (("case.yaml", 6, E150),),
         ),
     ),
+    named(
+        "file-name-with-newline",
+        Case(
+            "",
+            {"new\nline.yaml": replaced("tool", 3, "name: Odoo")},
+            (("new\\nline.yaml", 3, E113),),
+        ),
+    ),
+    named(
+        "file-name-with-line-separator",
+        Case(
+            "",
+            {"a\u2028b.yml": replaced("tool", 3, "name: Odoo")},
+            (("a\\u2028b.yml", 3, E113),),
+        ),
+    ),
+    named(
+        "anchor-on-key-reused",
+        one("tool", 6, "config: {&k a: 1, *k : 2}", 6, E101),
+    ),
+    named(
+        "tagged-empty-document",
+        Case("", {"case.yaml": "--- !Ref\n"}, (("case.yaml", 1, E105),)),
+    ),
+    named("overflowing-float", one("tool", 6, "config: {x: 1.0e+400}", 6, E111)),
     # --- what the file is -----------------------------------------------------------------
     named(
         "symlink-dev-zero", Case("", {"case.yaml": Link("/dev/zero")}, (("case.yaml", 1, E151),))

@@ -257,6 +257,8 @@ class _Composer:
         text = event.value if self.restore is None else event.value.translate(self.restore)
         slot = self._slot(event)
         if slot is None:
+            if event.anchor:
+                self.anchors[event.anchor] = _Anchor(text, 1, text)
             self._key(event, text)
             return
         path, record = slot
