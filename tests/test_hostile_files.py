@@ -552,3 +552,17 @@ def test_diff_follows_a_link_inside_the_state_directory(tmp_path: Path) -> None:
     )
     assert done.returncode == 0, done.stderr
     assert "redis@18.0" in done.stdout
+
+
+def test_diff_refuses_a_blob_past_the_size_limit_unread(tmp_path: Path) -> None:
+    repo = Repo(tmp_path / "repo")
+    repo.write("state/tools.yaml", TOOL_HEAD)
+    repo.commit("base")
+    repo.git("branch", "base")
+    repo.write("state/huge.yaml", TOOL_HEAD + "#" * limits.MAX_FILE_BYTES + "\n")
+    repo.commit("huge")
+    done = bounded_reconcile(
+        "diff", "-C", str(repo.root / "state"), "--base", "base", "--head", "HEAD"
+    )
+    assert done.returncode == 1, done.stderr
+    assert problem_lines(done.stderr) == [("huge.yaml", 1, E106)]

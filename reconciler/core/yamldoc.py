@@ -145,9 +145,8 @@ class _Node:
     path: Path
     record: bool  # False under a refused or duplicate key: built for its cost, then dropped
     anchor: str | None
-    start_nodes: int
-    key: Any = None  # a mapping's key awaiting its value; _NO_KEY when none is pending
-    key_source: Source | None = None
+    start_nodes: int  # the file's count of values when it opened, for its anchor's size
+    key: Any  # a mapping's key awaiting its value; _NO_KEY when none is pending
 
 
 _NO_KEY = object()
