@@ -229,7 +229,7 @@ CASES: list[Case] = [
     named("git-ref-space", one("project", 14, '    git_ref: "ma in"', 14, E113)),
     named("tool-name-newline", one("tool", 3, 'name: "odoo\\n"', 3, E113)),
     named("tool-version-newline", one("tool", 4, 'version: "18.0\\n"', 4, E113)),
-    named("tool-version-space", one("tool", 4, 'version: "18 .0"', 4, E113)),
+    named("tool-version-trailing-space", one("tool", 4, 'version: "18.0 "', 4, E113)),
     named("image-newline", one("tool", 5, 'docker_image: "odoo:18.0\\n"', 5, E113)),
     named("image-unicode-digits", one("tool", 5, "docker_image: odoo:\uff11\uff18", 5, E113)),
     named("image-nbsp", one("tool", 5, 'docker_image: "odoo\\u00a0:18"', 5, E113)),

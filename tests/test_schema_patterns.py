@@ -31,7 +31,7 @@ SAMPLES: dict[tuple[str, str], tuple[list[str], bool]] = {
     ("workflow.json", "/$defs/spec/properties/name"): (["build-main", "Nightly 2 backup"], True),
     ("workflow.json", "/$defs/spec/properties/git_ref"): (["main", "release/18.0", "fé-1"], False),
     ("tool.json", "/properties/name"): (["odoo", "pg.bouncer-1"], True),
-    ("tool.json", "/properties/version"): (["18.0", "1.25.3-alpine", "latest"], True),
+    ("tool.json", "/properties/version"): (["18.0", "1.25.3-alpine", "latest", "1 | 2"], False),
     ("tool.json", "/properties/docker_image"): (
         ["odoo:18.0", "ghcr.io/acme/odoo@sha256:" + "a" * 64, "localhost:5000/odoo"],
         True,
