@@ -44,6 +44,13 @@ drop function if exists ops.finish_run(uuid, uuid, integer, text);
 drop function if exists ops.cancel_run(uuid, text);
 drop function if exists ops.leased_run(uuid, uuid, text[]);
 drop function if exists ops.notify_runs_queued();
+-- 0014 (pipelines)
+drop function if exists ops.require_run_operator(uuid, text);
+drop function if exists ops.record_run_created();
+drop function if exists ops.fill_run_commit();
+drop function if exists ops.request_run(uuid, text, text);
+drop function if exists ops.retry_run(uuid);
+drop function if exists ops.request_cancel(uuid, text);
 
 drop view if exists ops.agent_runs_v;
 drop view if exists ops.agent_run_logs_v;
