@@ -138,7 +138,9 @@ class Console:
 
     async def logout(self, request: Request) -> Response:
         response = RedirectResponse("/login", status_code=303)
-        response.delete_cookie(COOKIE, path="/")
+        response.delete_cookie(
+            COOKIE, path="/", httponly=True, samesite="strict", secure=self.settings.secure_cookies
+        )
         return response
 
     # -- pages ------------------------------------------------------------------------------

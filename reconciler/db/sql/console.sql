@@ -62,7 +62,7 @@ select email, role, managed from ops.console_project_members(%(project_id)s)
 
 -- name: console_recent_runs
 select r.id, r.run_number, w.workflow_type || '/' || w.name, r.status, r.attempt,
-       r.metadata ->> 'commit', r.created_at, r.finished_at
+       r.git_commit, r.created_at, r.finished_at, r.trigger_event
 from ops.runs r
 join ops.workflows w on w.id = r.workflow_id
 where r.project_id = %(project_id)s
@@ -78,9 +78,10 @@ order by array_position(array['critical', 'high', 'medium', 'low'], severity), a
 
 -- name: console_run
 select r.id, r.run_number, r.status, r.attempt, r.max_attempts, r.claimed_by,
-       r.metadata ->> 'commit', r.metadata ->> 'ref', r.created_at, r.started_at,
+       r.git_commit, r.git_ref, r.created_at, r.started_at,
        r.finished_at, r.exit_code, r.error_message, r.cancel_requested_at,
-       p.slug, w.workflow_type || '/' || w.name, ops.current_user_role(p.id)
+       p.slug, w.workflow_type || '/' || w.name, ops.current_user_role(p.id),
+       r.trigger_event, r.retry_of
 from ops.runs r
 join ops.projects p on p.id = r.project_id
 join ops.workflows w on w.id = r.workflow_id
