@@ -59,7 +59,7 @@ SECURITY_HEADERS = {
     ),
     "x-content-type-options": "nosniff",
     "x-frame-options": "DENY",
-    "referrer-policy": "no-referrer",
+    "referrer-policy": "same-origin",
     "cross-origin-opener-policy": "same-origin",
     "cache-control": "no-store",
 }
@@ -425,11 +425,15 @@ def stored_file(artifacts_dir: Path, artifact_url: str) -> Path | None:
 
 
 def _same_origin(request: Request) -> bool:
-    if request.headers.get("sec-fetch-site") in ("cross-site", "same-site"):
+    """A state-changing request must come from the console's own pages: browsers say where a
+    request comes from (Sec-Fetch-Site, Origin); a cross-site form or fetch is refused even
+    before its CSRF token is looked at."""
+    site = request.headers.get("sec-fetch-site")
+    if site in ("cross-site", "same-site"):
         return False
     origin = request.headers.get("origin")
-    if origin is None or origin == "null":
-        return origin is None
+    if origin is None or (origin == "null" and site == "same-origin"):
+        return True
     return origin == f"{request.url.scheme}://{request.headers.get('host', '')}"
 
 

@@ -74,15 +74,23 @@ class Verifier:
         options: Any = {"require": ["exp", "sub"]}
         if header.get("alg") == "HS256" and self.secret:
             return jwt.decode(
-                token, self.secret, algorithms=["HS256"], audience=AUDIENCE, leeway=LEEWAY_S,
+                token,
+                self.secret,
+                algorithms=["HS256"],
+                audience=AUDIENCE,
+                leeway=LEEWAY_S,
                 options=options,
-            )  # fmt: skip
+            )
         if self._jwks is not None and header.get("alg") in ASYMMETRIC:
             key = self._jwks.get_signing_key_from_jwt(token)
             return jwt.decode(
-                token, key, algorithms=ASYMMETRIC, audience=AUDIENCE, leeway=LEEWAY_S,
+                token,
+                key,
+                algorithms=ASYMMETRIC,
+                audience=AUDIENCE,
+                leeway=LEEWAY_S,
                 options=options,
-            )  # fmt: skip
+            )
         raise InvalidToken(f"tokens signed with {header.get('alg')!r} are not accepted here")
 
 
