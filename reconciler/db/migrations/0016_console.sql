@@ -9,6 +9,12 @@
 --   those of the projects they belong to, and tools and advisories (readable by every signed-in
 --   user). An apply that changed nothing visible is left out. ops.reconcile_applies itself
 --   stays closed to `authenticated` (its plans name every project).
+-- * ops.console_fleet: one page of the member's projects, each with its drift and the last run
+--   of each workflow, in one query. It joins the member's memberships instead of leaving the
+--   rule to the tables' policies, which PostgreSQL evaluates row by row before a search
+--   filter (a function call per project: 10,000 calls to search a fleet of 10,000 projects).
+--   The rule is the same as ops.is_project_member's: a row exists for the caller only where
+--   a membership of theirs does.
 -- And an index for "the last run of each workflow" on the fleet and project pages.
 
 create index idx_ops_runs_workflow_latest on ops.runs(workflow_id, created_at desc, id desc);
@@ -67,9 +73,58 @@ as $$
   limit least(greatest(p_limit, 1), 200);
 $$;
 
+-- Keyset pages in slug order: after a slug (next), or before one (previous). p_search is an
+-- ILIKE pattern the caller has escaped.
+create function ops.console_fleet(
+  p_search text, p_after text, p_before text, p_limit integer
+)
+returns table (
+  slug text, name text, odoo_version text, status text, drifted boolean, last_runs jsonb
+)
+language sql
+stable
+security definer
+set search_path = ''
+as $$
+  with page as (
+    select p.id, p.slug, p.name, p.odoo_version, p.status, p.managed_by, p.spec_hash
+    from ops.projects p
+    join ops.project_memberships m
+      on m.project_id = p.id and m.user_id = (select ops.current_user_id())
+    where (p_search is null or p.slug ilike p_search or p.name ilike p_search)
+      and (p_after is null or p.slug > p_after)
+      and (p_before is null or p.slug < p_before)
+    order by case when p_before is null then p.slug end,
+             case when p_before is not null then p.slug end desc
+    limit least(greatest(p_limit, 1), 201)
+  )
+  select p.slug, p.name, p.odoo_version, p.status,
+    (p.managed_by is not null and p.spec_hash is null)
+      or exists (select from ops.workflows w
+                 where w.project_id = p.id and w.managed_by is not null and w.spec_hash is null)
+      or exists (select from ops.project_memberships m
+                 where m.project_id = p.id and m.managed_by is not null and m.spec_hash is null),
+    coalesce((
+      select jsonb_agg(jsonb_build_object(
+               'workflow', w.workflow_type || '/' || w.name, 'id', r.id,
+               'number', r.run_number, 'status', r.status)
+             order by w.workflow_type, w.name)
+      from ops.workflows w
+      left join lateral (
+        select r.id, r.run_number, r.status from ops.runs r
+        where r.workflow_id = w.id order by r.created_at desc, r.id desc limit 1
+      ) r on true
+      where w.project_id = p.id
+    ), '[]'::jsonb)
+  from page p
+  order by p.slug;
+$$;
+
 revoke execute on function
-  ops.console_project_members(uuid), ops.console_applies(integer, timestamptz)
+  ops.console_project_members(uuid), ops.console_applies(integer, timestamptz),
+  ops.console_fleet(text, text, text, integer)
 from public;
 grant execute on function
-  ops.console_project_members(uuid), ops.console_applies(integer, timestamptz)
+  ops.console_project_members(uuid), ops.console_applies(integer, timestamptz),
+  ops.console_fleet(text, text, text, integer)
 to authenticated, service_role;

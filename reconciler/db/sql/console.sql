@@ -2,43 +2,9 @@
 -- the member's claims set: row-level security decides which rows exist for them.
 
 -- name: console_fleet
--- One page of the fleet in slug order (keyset: after or before a slug), each project with its
--- drift and the last run of each workflow. The membership filter repeats what RLS decides, so
--- the plan starts from the member's projects instead of checking every project's row.
-with page as (
-  select p.id, p.slug, p.name, p.odoo_version, p.status, p.managed_by, p.spec_hash
-  from ops.projects p
-  where p.id in (select m.project_id from ops.project_memberships m
-                 where m.user_id = ops.current_user_id())
-    and (%(pattern)s::text is null
-         or p.slug ilike %(pattern)s or p.name ilike %(pattern)s)
-    and (%(after)s::text is null or p.slug > %(after)s)
-    and (%(before)s::text is null or p.slug < %(before)s)
-  order by case when %(before)s::text is null then p.slug end,
-           case when %(before)s::text is not null then p.slug end desc
-  limit %(limit)s
-)
-select p.slug, p.name, p.odoo_version, p.status,
-  (p.managed_by is not null and p.spec_hash is null)
-    or exists (select from ops.workflows w
-               where w.project_id = p.id and w.managed_by is not null and w.spec_hash is null)
-    or exists (select from ops.project_memberships m
-               where m.project_id = p.id and m.managed_by is not null and m.spec_hash is null)
-    as drifted,
-  coalesce((
-    select jsonb_agg(jsonb_build_object(
-             'workflow', w.workflow_type || '/' || w.name, 'id', r.id,
-             'number', r.run_number, 'status', r.status)
-           order by w.workflow_type, w.name)
-    from ops.workflows w
-    left join lateral (
-      select r.id, r.run_number, r.status from ops.runs r
-      where r.workflow_id = w.id order by r.created_at desc, r.id desc limit 1
-    ) r on true
-    where w.project_id = p.id
-  ), '[]'::jsonb) as last_runs
-from page p
-order by p.slug
+-- One page of the fleet (see ops.console_fleet in migration 0016).
+select slug, name, odoo_version, status, drifted, last_runs
+from ops.console_fleet(%(pattern)s, %(after)s, %(before)s, %(limit)s)
 
 -- name: console_project
 select p.id, p.slug, p.name, p.description, p.odoo_version, p.status,
