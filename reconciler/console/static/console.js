@@ -5,9 +5,14 @@
   const logs = document.getElementById("logs");
   if (!logs || !logs.dataset.stream) return;
   const status = document.getElementById("status");
+  const FINAL = ["succeeded", "failed", "canceled"];
   const after = logs.dataset.after;
   const url = logs.dataset.stream + (after ? "?after=" + encodeURIComponent(after) : "");
   const source = new EventSource(url);
+  const finish = () => {
+    source.close();
+    window.location.reload();
+  };
   const follow = () => window.innerHeight + window.scrollY >= document.body.scrollHeight - 40;
   source.addEventListener("lines", (event) => {
     const data = JSON.parse(event.data);
@@ -23,9 +28,7 @@
       status.className = "status " + data.status;
     }
     if (stick) window.scrollTo(0, document.body.scrollHeight);
+    if (FINAL.includes(data.status)) finish();  // the page shows the final events, artifacts
   });
-  source.addEventListener("end", () => {
-    source.close();
-    window.location.reload();
-  });
+  source.addEventListener("end", finish);
 })();
