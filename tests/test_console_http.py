@@ -24,6 +24,7 @@ from starlette.testclient import TestClient
 from reconciler.console.app import COOKIE, Settings, create_app
 from reconciler.console.identity import Verifier, mint
 from reconciler.console.text import clean
+from tests.cli import reconcile
 from tests.helpers import make_user, scalar
 
 SECRET = b"console-test-secret-that-is-long-enough"
@@ -560,3 +561,92 @@ def test_fleet_search_and_keyset_pages(client: TestClient, world: tuple[str, Wor
     found = re.findall(r'href="/projects/([a-z0-9-]+)"', client.get("/?q=bulk-11").text)
     assert found == [f"bulk-11{n}" for n in range(10)]
     assert "No project" in client.get("/?q=%25").text  # a wildcard is searched for literally
+
+
+# -- Supabase's asymmetric keys (JWKS) ----------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def jwks() -> Iterator[tuple[str, Any]]:
+    """A JWKS endpoint on a local port, serving one RSA public key (as Supabase publishes)."""
+    import http.server  # noqa: PLC0415
+    import json  # noqa: PLC0415
+    import threading  # noqa: PLC0415
+
+    from cryptography.hazmat.primitives.asymmetric import rsa  # noqa: PLC0415
+
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    public = json.loads(jwt.algorithms.RSAAlgorithm.to_jwk(key.public_key()))
+    body = json.dumps({"keys": [{**public, "kid": "k1", "alg": "RS256", "use": "sig"}]}).encode()
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(200)
+            self.send_header("content-type", "application/json")
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = http.server.HTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_port}/.well-known/jwks.json", key
+    server.shutdown()
+    server.server_close()
+
+
+def test_tokens_signed_by_the_jwks_keys_sign_in(
+    world: tuple[str, World], jwks: tuple[str, Any]
+) -> None:
+    url, built = world
+    jwks_url, key = jwks
+    claims = {
+        "sub": str(built.users["viewer"]),
+        "aud": "authenticated",
+        "role": "authenticated",
+        "email": "viewer@example.com",
+        "exp": int(time.time()) + 600,
+    }
+    signed = jwt.encode(claims, key, "RS256", headers={"kid": "k1"})
+    settings = Settings(url, Verifier(secret=SECRET, jwks_url=jwks_url), built.artifacts_dir)
+    with TestClient(create_app(settings), follow_redirects=False) as jwks_client:
+        jwks_client.cookies.set(COOKIE, signed)
+        assert "project-p" in jwks_client.get("/").text
+        jwks_client.cookies.set(COOKIE, jwt.encode({**claims, "exp": 1}, key, "RS256"))
+        assert jwks_client.get("/").status_code == 303
+    secret_only = Settings(url, Verifier(secret=SECRET), built.artifacts_dir)
+    with TestClient(create_app(secret_only), follow_redirects=False) as plain_client:
+        plain_client.cookies.set(COOKIE, signed)
+        assert plain_client.get("/").status_code == 303  # no JWKS configured: not accepted
+
+
+# -- `reconcile console token` ------------------------------------------------------------------
+
+
+def test_console_token_mints_a_token_the_console_accepts(world: tuple[str, World]) -> None:
+    url, built = world
+    env = {"DATABASE_URL": url, "RECONCILE_CONSOLE_JWT_SECRET": SECRET.decode()}
+    minted = reconcile("console", "token", "--email", "Viewer@Example.com", "--ttl", "120", env=env)
+    assert minted.code == 0, minted.stderr
+    member = Verifier(secret=SECRET).verify(minted.stdout.strip())
+    assert member.user_id == built.users["viewer"]
+    assert 100 <= member.expires_at - time.time() <= 121
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--email", "nobody@example.com"], "no user 'nobody@example.com' in auth.users"),
+        (["--email", "viewer@example.com", "--ttl", "5"], "--ttl must be between 60 and"),
+    ],
+)
+def test_console_token_refuses_with_one_line(
+    world: tuple[str, World], args: list[str], message: str
+) -> None:
+    url, _ = world
+    env = {"DATABASE_URL": url, "RECONCILE_CONSOLE_JWT_SECRET": SECRET.decode()}
+    refused = reconcile("console", "token", *args, env=env)
+    assert refused.code == 1 and refused.stdout == ""
+    assert refused.stderr.count("\n") == 1 and message in refused.stderr
