@@ -650,3 +650,12 @@ def test_console_token_refuses_with_one_line(
     refused = reconcile("console", "token", *args, env=env)
     assert refused.code == 1 and refused.stdout == ""
     assert refused.stderr.count("\n") == 1 and message in refused.stderr
+
+
+def test_an_oversized_form_is_refused_before_it_is_read(
+    client: TestClient, world: tuple[str, World]
+) -> None:
+    _, built = world
+    client.cookies.clear()
+    response = client.post("/login", data={"token": "x" * 70_000})
+    assert response.status_code == 413

@@ -55,6 +55,7 @@ def serve(url: str | None, lock_timeout_s: float, options: ServeOptions, out: Ec
             log_level=os.environ.get("RECONCILE_CONSOLE_LOG_LEVEL", "warning"),
             proxy_headers=False,
             server_header=False,
+            timeout_graceful_shutdown=5,  # live-log streams would otherwise hold a stop
         )
     return 0
 

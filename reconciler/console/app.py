@@ -24,6 +24,7 @@ import jinja2
 import markupsafe
 import psycopg
 from psycopg import errors as pg_errors
+from psycopg_pool import PoolTimeout
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.middleware.base import BaseHTTPMiddleware
@@ -52,6 +53,7 @@ FINAL = ("succeeded", "failed", "canceled")
 OPERATORS = ("owner", "admin", "developer")
 PACKAGE = Path(__file__).parent
 PUBLIC = ("/login", "/static/")
+MAX_FORM_BYTES = 64 * 1024
 SECURITY_HEADERS = {
     "content-security-policy": (
         "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; "
@@ -147,8 +149,8 @@ class Console:
 
     async def fleet(self, request: Request) -> Response:
         search = request.query_params.get("q", "").strip()[:200]
-        after = request.query_params.get("after") or None
-        before = None if after else request.query_params.get("before") or None
+        after = request.query_params.get("after", "")[:200] or None
+        before = None if after else request.query_params.get("before", "")[:200] or None
         params = {
             "pattern": like_pattern(search) if search else None,
             "after": after,
@@ -362,11 +364,18 @@ class Console:
         async def not_found(request: Request, exc: Exception) -> Response:
             return self.error(request, 404, str(exc))
 
+        async def unavailable(request: Request, exc: Exception) -> Response:
+            return self.error(request, 503, "the database is unavailable; try again shortly")
+
         return Starlette(
             routes=routes,
             lifespan=lifespan,
             middleware=[Middleware(BaseHTTPMiddleware, dispatch=self.guard)],
-            exception_handlers={NotFound: not_found},
+            exception_handlers={
+                NotFound: not_found,
+                psycopg.OperationalError: unavailable,
+                PoolTimeout: unavailable,
+            },
         )
 
     async def guard(
@@ -376,6 +385,8 @@ class Console:
         response = await self._guarded(request, call_next)
         for name, value in SECURITY_HEADERS.items():
             response.headers.setdefault(name, value)
+        if self.settings.secure_cookies:
+            response.headers.setdefault("strict-transport-security", "max-age=31536000")
         return response
 
     async def _guarded(
@@ -385,6 +396,8 @@ class Console:
         unsafe = request.method not in ("GET", "HEAD")
         if unsafe and not _same_origin(request):
             return self.error(request, 403, "cross-site request refused")
+        if unsafe and not _small_form(request):
+            return self.error(request, 413, f"a form is at most {MAX_FORM_BYTES} bytes")
         public = any(request.url.path.startswith(prefix) for prefix in PUBLIC)
         member = self._member(request)
         if member is None and not public:
@@ -422,6 +435,12 @@ def stored_file(artifacts_dir: Path, artifact_url: str) -> Path | None:
     if not path.is_relative_to(root) or not path.is_file():
         return None
     return path
+
+
+def _small_form(request: Request) -> bool:
+    """Forms are read whole: only with a declared length, and a small one."""
+    length = request.headers.get("content-length", "")
+    return length.isdigit() and int(length) <= MAX_FORM_BYTES
 
 
 def _same_origin(request: Request) -> bool:

@@ -51,6 +51,10 @@ drop function if exists ops.fill_run_commit();
 drop function if exists ops.request_run(uuid, text, text);
 drop function if exists ops.retry_run(uuid);
 drop function if exists ops.request_cancel(uuid, text);
+-- 0016 (console)
+drop function if exists ops.console_fleet(text, text, text, integer);
+drop function if exists ops.console_project_members(uuid);
+drop function if exists ops.console_applies(integer, timestamptz);
 
 drop view if exists ops.agent_runs_v;
 drop view if exists ops.agent_run_logs_v;
