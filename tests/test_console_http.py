@@ -652,10 +652,7 @@ def test_console_token_refuses_with_one_line(
     assert refused.stderr.count("\n") == 1 and message in refused.stderr
 
 
-def test_an_oversized_form_is_refused_before_it_is_read(
-    client: TestClient, world: tuple[str, World]
-) -> None:
-    _, built = world
+def test_an_oversized_form_is_refused_before_it_is_read(client: TestClient) -> None:
     client.cookies.clear()
     response = client.post("/login", data={"token": "x" * 70_000})
     assert response.status_code == 413
