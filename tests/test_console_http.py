@@ -656,3 +656,32 @@ def test_an_oversized_form_is_refused_before_it_is_read(client: TestClient) -> N
     client.cookies.clear()
     response = client.post("/login", data={"token": "x" * 70_000})
     assert response.status_code == 413
+
+
+def test_requests_run_as_the_authenticated_role_and_sign_out_needs_no_session(
+    client: TestClient, world: tuple[str, World]
+) -> None:
+    """The member's transaction: role `authenticated`, their sub; nothing survives it."""
+    import asyncio  # noqa: PLC0415
+
+    from reconciler.console.identity import Member  # noqa: PLC0415
+    from reconciler.console.store import Store  # noqa: PLC0415
+
+    url, built = world
+
+    async def check() -> None:
+        store = Store(url, max_size=1)
+        await store.open()
+        member = Member(built.users["viewer"], "v", {"sub": str(built.users["viewer"])}, "t")
+        async with store.as_member(member) as db:
+            cursor = await db.conn.execute("select current_user, ops.current_user_id()")
+            assert await cursor.fetchone() == ("authenticated", built.users["viewer"])
+        async with store.pool.connection() as conn:
+            cursor = await conn.execute("select current_user <> 'authenticated'")
+            assert await cursor.fetchone() == (True,)
+        await store.close()
+
+    asyncio.run(check())
+    client.cookies.clear()
+    response = client.post("/logout")
+    assert response.status_code == 303 and response.headers["location"] == "/login"

@@ -52,7 +52,7 @@ STREAM_MAX_S = 3600
 FINAL = ("succeeded", "failed", "canceled")
 OPERATORS = ("owner", "admin", "developer")
 PACKAGE = Path(__file__).parent
-PUBLIC = ("/login", "/static/")
+PUBLIC = ("/login", "/logout", "/static/")
 MAX_FORM_BYTES = 64 * 1024
 SECURITY_HEADERS = {
     "content-security-policy": (

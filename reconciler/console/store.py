@@ -16,6 +16,7 @@ from reconciler.console.identity import Member
 from reconciler.db.queries import query
 
 Conn = psycopg.AsyncConnection[tuple[Any, ...]]
+STATEMENT_TIMEOUT = "15s"  # no page holds a connection longer than this
 
 
 class Store:
@@ -36,13 +37,15 @@ class Store:
 
     @asynccontextmanager
     async def as_member(self, member: Member) -> AsyncIterator[Session]:
-        """One transaction as the member: committed when the block ends, rolled back on error."""
+        """One transaction as the member: committed when the block ends, rolled back on error.
+        `set_config('role', ...)` is SET LOCAL ROLE, in the same round trip as the claims."""
         async with self.pool.connection() as conn, conn.transaction():
-            await conn.execute("set local role authenticated")
             await conn.execute(
-                "select set_config('request.jwt.claims', %s, true),"
-                " set_config('request.jwt.claim.sub', %s, true)",
-                (json.dumps(member.claims), str(member.user_id)),
+                "select set_config('role', 'authenticated', true),"
+                " set_config('request.jwt.claims', %s, true),"
+                " set_config('request.jwt.claim.sub', %s, true),"
+                " set_config('statement_timeout', %s, true)",
+                (json.dumps(member.claims), str(member.user_id), STATEMENT_TIMEOUT),
             )
             yield Session(conn)
 
