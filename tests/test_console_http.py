@@ -685,3 +685,11 @@ def test_requests_run_as_the_authenticated_role_and_sign_out_needs_no_session(
     client.cookies.clear()
     response = client.post("/logout")
     assert response.status_code == 303 and response.headers["location"] == "/login"
+
+
+def test_the_sign_in_page_tells_a_stranger_nothing_about_the_database(
+    client: TestClient,
+) -> None:
+    client.cookies.clear()
+    page = client.get("/login").text
+    assert "127.0.0.1" not in page and "dbname" not in page and "ops_test" not in page
