@@ -55,6 +55,9 @@ drop function if exists ops.fill_run_commit();
 drop function if exists ops.request_run(uuid, text, text);
 drop function if exists ops.retry_run(uuid);
 drop function if exists ops.request_cancel(uuid, text);
+-- 0012 (checkout)
+drop function if exists ops.fill_run_code();
+drop function if exists ops.is_safe_repository_url(text);
 
 drop view if exists ops.agent_runs_v;
 drop view if exists ops.agent_run_logs_v;
