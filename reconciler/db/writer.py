@@ -19,6 +19,7 @@ from reconciler.core import problems as codes
 from reconciler.core.desired import DesiredState
 from reconciler.core.plan import Change, Plan
 from reconciler.core.problems import Problem, Source
+from reconciler.db.connection import first_line
 from reconciler.db.queries import query
 from reconciler.db.state import ActualState, workflow_ids
 from reconciler.errors import ReconcilerError
@@ -197,25 +198,14 @@ class Writer:
             self.workflow_ids[identity] = workflow_id
             self.project_ids.setdefault(identity[0], project_id)
         with self.conn.cursor() as cursor:
-            cursor.executemany(
-                query("enqueue_run"),
-                [
-                    {
-                        "project_id": self.project_ids[run.project],
-                        "workflow_id": self.workflow_ids[run.identity],
-                        "key": run.idempotency_key,
-                        "metadata": Jsonb(
-                            {
-                                "commit": plan.commit,
-                                "ref": plan.ref,
-                                "trigger": "push",
-                                "workflow": run.workflow,
-                            }
-                        ),
-                    }
-                    for run in enqueued
-                ],
-            )
+            try:
+                self._insert_runs(cursor, plan)
+            except psycopg.errors.UniqueViolation as exc:  # never a run dropped in silence
+                raise ReconcilerError(
+                    "a run this apply enqueues was enqueued by another transaction meanwhile "
+                    f"({exc.diag.message_detail or first_line(exc)}); nothing was written; "
+                    "make a new plan"
+                ) from None
             cursor.executemany(
                 query("set_workflow_commit"),
                 [
@@ -223,6 +213,28 @@ class Writer:
                     for run in enqueued
                 ],
             )
+
+    def _insert_runs(self, cursor: psycopg.Cursor[Any], plan: Plan) -> None:
+        """A plain insert: the plan left out the keys that exist, so a conflict is news."""
+        cursor.executemany(
+            query("enqueue_run"),
+            [
+                {
+                    "project_id": self.project_ids[run.project],
+                    "workflow_id": self.workflow_ids[run.identity],
+                    "key": run.idempotency_key,
+                    "metadata": Jsonb(
+                        {
+                            "commit": plan.commit,
+                            "ref": plan.ref,
+                            "trigger": "push",
+                            "workflow": run.workflow,
+                        }
+                    ),
+                }
+                for run in plan.enqueued
+            ],
+        )
 
     def record(self, plan: Plan) -> None:
         """What was applied: the summary, and each change by kind, key, action and field paths
