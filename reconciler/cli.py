@@ -32,7 +32,8 @@ def database_options(func: F) -> F:
         type=click.FloatRange(min=0.001),
         default=DEFAULT_LOCK_TIMEOUT_S,
         show_default=True,
-        help="Seconds to wait for another reconcile holding the lock.",
+        help="Longest wait, in seconds, for any lock (another reconcile, rows another "
+        "transaction holds).",
     )(func)
     return click.option(
         "--database-url",

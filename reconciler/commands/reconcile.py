@@ -152,6 +152,7 @@ def _reconcile(options: Options, *, commit: bool, expected: dict[str, Any] | Non
     ):
         status = migrations.read_status(conn)
         migrations.require_current(status)
+        conn.rollback()  # the status was read in a transaction of its own: the plan's is new
         with conn.transaction(force_rollback=not commit):
             if options.read_only and not commit:
                 # a read-only login cannot lock: one consistent snapshot instead

@@ -109,7 +109,10 @@ def user_errors(action: str) -> Iterator[None]:
         ) from None
     except psycopg.errors.InsufficientPrivilege as exc:
         raise ReconcilerError(
-            redact(f"{action}: {first_line(exc)} (connect as the schema owner)")
+            redact(
+                f"{action}: {first_line(exc)} (connect as the schema owner; a read-only login "
+                "can run `plan --read-only`)"
+            )
         ) from None
 
 
