@@ -19,6 +19,8 @@ from typing import Any
 import psycopg
 import pytest
 
+from reconciler import cli
+from reconciler.commands import runs
 from reconciler.core.emails import LOWER, UPPER, email_key
 from reconciler.core.summary import row_hash
 from reconciler.db import secrets
@@ -586,3 +588,20 @@ def test_an_existing_user_is_found_whatever_the_case(tmp_path: Path, db_url: str
         pytest.raises(psycopg.errors.UniqueViolation),
     ):
         make_user(conn, "σοφιασ@EXAMPLE.com")  # one user per e-mail key
+
+
+def test_a_debug_traceback_never_shows_the_password(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The last-resort path: an unexpected error whose text and traceback carry the URL."""
+    url = f"postgresql://u:{PASSWORD}@127.0.0.1:1/x"
+
+    def explode(database_url: str, *_: Any) -> int:
+        raise RuntimeError(f"could not use {database_url}")
+
+    monkeypatch.setattr(runs, "list_runs", explode)
+    monkeypatch.delenv("DATABASE_URL", raising=False)
+    assert cli.main(["--debug", "runs", "list", "--database-url", url]) == 1
+    captured = capsys.readouterr()
+    assert "Traceback" in captured.err and "RuntimeError" in captured.err
+    assert PASSWORD not in captured.out + captured.err
