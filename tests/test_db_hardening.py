@@ -23,11 +23,11 @@ from reconciler import cli
 from reconciler.commands import runs
 from reconciler.core.emails import LOWER, UPPER, email_key
 from reconciler.core.summary import row_hash
-from reconciler.db import secrets
+from reconciler.db import migrations, secrets
 from reconciler.db.connection import lock_key
 from tests.cli import Result, reconcile
 from tests.gitrepo import Repo
-from tests.helpers import make_user, scalar
+from tests.helpers import make_project, make_user, scalar
 
 Conn = psycopg.Connection[Any]
 REFUSED = (psycopg.errors.InsufficientPrivilege, psycopg.errors.CheckViolation)
@@ -230,6 +230,33 @@ def test_no_member_squats_another_projects_run_key(world: Any, who: str) -> None
     assert attempt(conn, w, who, statement, own) == 0
     # their own keys still work
     assert attempt(conn, w, who, statement, {**params, "key": "manual:1"}) == 1
+
+
+def test_the_migration_moves_squatted_keys_out_of_the_applys_way(empty_db_url: str) -> None:
+    """A run squatted on the landed schema (even a finished one) no longer holds the key."""
+    with psycopg.connect(empty_db_url, autocommit=True) as conn:
+        conn.execute("create schema ops; create table ops.schema_migrations (version int)")
+        landed = [m for m in migrations.shipped() if m.version <= 10]
+        for migration in landed:
+            conn.execute(migration.sql.encode())
+        for slug, type_, name in (("project-a", "build", "main"), ("project-b", "deploy", "prod")):
+            project = make_project(conn, slug)
+            conn.execute(
+                "insert into ops.workflows (project_id, workflow_type, name) values (%s, %s, %s)",
+                (project, type_, name),
+            )
+        for key in ("push:abc:project-b/deploy/prod", "push:abc:project-a/build/main"):
+            conn.execute(
+                "insert into ops.runs (project_id, workflow_id, idempotency_key) "
+                "select project_id, id, %s from ops.workflows where name = 'main'",
+                (key,),
+            )
+        conn.execute("select ops.claim_run('w', 30, true)")
+        conn.execute("update ops.runs set status = 'succeeded' where status = 'running'")
+        (hardening,) = [m for m in migrations.shipped() if m.version == 11]
+        conn.execute(hardening.sql.encode())
+        keys = [r[0] for r in conn.execute("select idempotency_key from ops.runs order by 1")]
+    assert keys == ["push:abc:project-a/build/main", "squatted:push:abc:project-b/deploy/prod"]
 
 
 def test_a_key_is_unique_per_workflow_and_names_its_own(world: Any) -> None:
