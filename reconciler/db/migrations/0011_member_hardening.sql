@@ -12,6 +12,8 @@
 --   a workflow or project that has runs (the foreign keys restrict instead of cascading).
 -- * Last owner: a member cannot delete or demote a project's last owner; owner changes of a
 --   project are serialised on its row, so two concurrent demotions cannot leave none.
+--   Members remove memberships with ops.remove_member(): no member role has DELETE on any ops
+--   table, so none can LOCK one (DELETE privilege allows every lock mode).
 -- * Reader lock: the apply lock is a row lock on ops.reconcile_lock, which only the
 --   reconciler may update (an advisory lock can be taken by any role).
 -- * E-mails: ops.email_key() is "the same e-mail" of reconciler/core/emails.py: each character
