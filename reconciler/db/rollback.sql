@@ -4,6 +4,7 @@
 -- may be referenced by other things.
 
 drop table if exists ops.reconcile_applies cascade;
+drop table if exists ops.reconcile_lock cascade;
 -- (the roles anon, authenticated, service_role and ops_reader are cluster-wide: left alone)
 drop table if exists ops.project_memberships cascade;
 drop table if exists ops.upgrade_advisories cascade;
@@ -58,6 +59,15 @@ drop function if exists ops.request_cancel(uuid, text);
 -- 0012 (checkout)
 drop function if exists ops.fill_run_code();
 drop function if exists ops.is_safe_repository_url(text);
+drop function if exists ops.guard_managed_row();
+drop function if exists ops.guard_member_insert();
+drop function if exists ops.validate_run_key();
+drop function if exists ops.keep_an_owner();
+drop function if exists ops.remove_member(uuid);
+drop function if exists ops.other_owners(uuid, uuid);
+drop function if exists ops.acting_as_member();
+-- with the index of 0011 on auth.users (compatible schema) that uses it
+drop function if exists ops.email_key(text) cascade;
 
 drop view if exists ops.agent_runs_v;
 drop view if exists ops.agent_run_logs_v;
