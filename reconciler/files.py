@@ -40,6 +40,7 @@ from reconciler.core.desired import Resource, Slot, from_plain
 from reconciler.core.problems import Problem, Source
 from reconciler.core.summary import FileSummary, group_of, summarize
 from reconciler.core.validate import FileResult, check_file
+from reconciler.reading import Refused, StateReader
 
 _SUFFIXES = (".yaml", ".yml")
 _RACY_NS = 2_000_000_000
@@ -150,10 +151,14 @@ def load(root: Path, cache_dir: Path | None) -> LoadedFiles:
     loaded: dict[str, LoadedFile | None] = {}
     pending: list[_Pending] = []
     top = str(root)
+    reader = StateReader(root)
     for relative in state_files(root):
         loaded[relative] = None
         try:
-            hit = _from_index(os.path.join(top, relative), relative, store, index)
+            hit = _from_index(reader, os.path.join(top, relative), relative, store, index)
+        except Refused as refused:
+            loaded[relative] = refused_file(relative, refused)
+            continue
         except OSError as exc:
             loaded[relative] = _unreadable(relative, exc)
             continue
@@ -180,7 +185,11 @@ def load_blobs(
     for relative, sha in blobs:
         loaded[relative] = store.get(relative, sha, None) if store else None
         if loaded[relative] is None:
-            content = read(sha)
+            try:
+                content = read(sha)
+            except Refused as refused:  # too large: not read at all
+                loaded[relative] = refused_file(relative, refused)
+                continue
             pending.append(_Pending(relative, content, sha, None))
     for relative, parsed in _parse_all(pending, store):
         loaded[relative] = parsed
@@ -200,10 +209,15 @@ class _Pending:
 
 
 def _from_index(
-    path: str, relative: str, store: _Store | None, index: dict[str, _IndexEntry]
+    reader: StateReader,
+    path: str,
+    relative: str,
+    store: _Store | None,
+    index: dict[str, _IndexEntry],
 ) -> LoadedFile | _Pending:
-    """The cached file if its stat is unchanged (and not racy), else the file's bytes."""
-    stat = os.stat(path)
+    """The cached file if its stat is unchanged (and not racy), else the file's bytes (only
+    what the reader accepts: reading.py)."""
+    stat = reader.stat(Path(path))
     key = (stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns, stat.st_ino)
     entry = index.get(relative)
     if store and entry and entry[0] == key and entry[2] - max(key[1], key[2]) > _RACY_NS:
@@ -211,8 +225,7 @@ def _from_index(
         if hit:
             store.index_keep(relative, entry)
             return hit
-    with open(path, "rb") as handle:
-        content = handle.read()
+    content = reader.read(Path(path))
     return _Pending(relative, content, blob_id(content), key)
 
 
@@ -323,9 +336,24 @@ def _checked(relative: str, content: bytes) -> LoadedFile:
     try:
         text = content.decode("utf-8")
     except UnicodeDecodeError as exc:
-        return _unreadable(relative, exc)
+        return _not_utf8(relative, content, exc)
     result = check_file(relative, text)
     return LoadedFile(summarize(result.resources, bool(result.problems)), result, None)
+
+
+def refused_file(relative: str, refused: Refused) -> LoadedFile:
+    """A file that is not read (a link out of the state directory, a FIFO, too large)."""
+    problems = (refused.problem(relative),)
+    return LoadedFile(summarize((), has_problems=True), FileResult((), problems), None)
+
+
+def _not_utf8(relative: str, content: bytes, exc: UnicodeDecodeError) -> LoadedFile:
+    before = content[: exc.start]
+    line = before.count(b"\n") + 1
+    col = exc.start - before.rfind(b"\n")
+    message = f"cannot read the file: not UTF-8 (byte 0x{content[exc.start]:02x}); save it as UTF-8"
+    problem = Problem(Source(relative, line, col), codes.UNREADABLE_FILE, message)
+    return LoadedFile(summarize((), has_problems=True), FileResult((), (problem,)), None)
 
 
 def _unreadable(relative: str, exc: Exception) -> LoadedFile:
