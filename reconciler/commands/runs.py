@@ -17,7 +17,9 @@ from reconciler.db.connection import connect, user_errors
 from reconciler.db.queries import query
 from reconciler.db.target import open_target
 from reconciler.errors import ReconcilerError
-from reconciler.worker import Worker, WorkerOptions
+from reconciler.worker import ExecutorKind, Setup, Worker, WorkerOptions
+from reconciler.worker import secrets as step_secrets
+from reconciler.worker.secrets import SecretStore
 
 Echo = Callable[[str], None]
 FINAL = ("succeeded", "failed", "canceled")
@@ -25,11 +27,11 @@ FINAL = ("succeeded", "failed", "canceled")
 
 def worker(url: str | None, lock_timeout_s: float, options: dict[str, Any], out: Echo) -> int:
     worker_id = options["worker_id"] or f"{socket.gethostname()}-{os.getpid()}"
+    setup = _setup(options, out)
     with open_target(url, lock_timeout_s=lock_timeout_s) as target:
         with connect(target.conninfo) as conn, user_errors("starting the worker"):
             migrations.require_current(migrations.read_status(conn))
-        out(f"worker {worker_id}: waiting for runs on {target.description}")
-        return Worker(
+        running = Worker(
             target.conninfo,
             WorkerOptions(
                 worker_id=worker_id,
@@ -39,7 +41,31 @@ def worker(url: str | None, lock_timeout_s: float, options: dict[str, Any], out:
                 once=options["once"],
                 concurrency=options["concurrency"],
             ),
-        ).run()
+            setup,
+        )
+        running.check()
+        out(f"worker {worker_id}: waiting for runs on {target.description}")
+        return running.run()
+
+
+def _setup(options: dict[str, Any], out: Echo) -> Setup:
+    """The operator's choices: executor, secrets source (read once, then out of reach)."""
+    secrets_file: Path | None = options.get("secrets_file")
+    prefix: str | None = options.get("secrets_env_prefix")
+    if secrets_file and prefix:
+        raise ReconcilerError("give --secrets-file or --secrets-env-prefix, not both")
+    store = SecretStore()
+    if secrets_file:
+        store = step_secrets.from_file(secrets_file)
+    elif prefix:
+        store = step_secrets.from_environment(prefix)
+    executor = options.get("executor")
+    return Setup(
+        executor=ExecutorKind(executor) if executor else None,
+        secrets=store,
+        hidden=(secrets_file.resolve(),) if secrets_file else (),
+        say=out,
+    )
 
 
 def list_runs(url: str | None, lock_timeout_s: float, filters: dict[str, Any], out: Echo) -> int:
