@@ -11,10 +11,13 @@ from typing import Any
 import git
 
 from reconciler.core.plan import GitContext
+from reconciler.core.repository import refusal, without_credentials
 from reconciler.errors import ReconcilerError
 
 # Where CI systems say which branch they build (a CI checkout is often a detached HEAD).
 CI_REF_VARIABLES = ("GITHUB_HEAD_REF", "GITHUB_REF_NAME", "CI_COMMIT_REF_NAME", "BRANCH_NAME")
+# Says where workers fetch the state repository from, when the CI or `origin` is not it.
+REPOSITORY_VARIABLE = "RECONCILE_REPOSITORY_URL"
 
 
 def context(state_dir: Path, ref_override: str | None) -> GitContext:
@@ -30,8 +33,44 @@ def context(state_dir: Path, ref_override: str | None) -> GitContext:
         ref = ref_override or _branch(repo)
         relative = os.path.relpath(state_dir.resolve(), repo.working_tree_dir or ".")
         dirty = repo.is_dirty(untracked_files=True, path=relative)
+        repository = location(repo)
     reason = "uncommitted changes in the state directory" if dirty else None
-    return GitContext(commit, ref, clean=not dirty, reason=reason)
+    return GitContext(commit, ref, clean=not dirty, reason=reason, repository=repository)
+
+
+def location(repo: git.Repo) -> str:
+    """Where workers fetch this repository's commits: RECONCILE_REPOSITORY_URL, else what the
+    CI says it builds, else the `origin` remote, else the repository's own folder. Never with
+    credentials (a CI's origin often holds a token; workers bring their own)."""
+    if explicit := os.environ.get(REPOSITORY_VARIABLE):
+        if reason := refusal(explicit):
+            raise ReconcilerError(f"{REPOSITORY_VARIABLE} is refused: {reason}")
+        return without_credentials(explicit)
+    top = Path(repo.working_tree_dir or repo.git_dir).resolve()
+    for candidate in (_ci_repository(), _origin(repo, top)):
+        if candidate and refusal(candidate) is None:
+            return without_credentials(candidate)
+    return str(top)
+
+
+def _ci_repository() -> str | None:
+    env = os.environ
+    if env.get("GITHUB_SERVER_URL") and env.get("GITHUB_REPOSITORY"):
+        return f"{env['GITHUB_SERVER_URL'].rstrip('/')}/{env['GITHUB_REPOSITORY']}.git"
+    if project_url := env.get("CI_PROJECT_URL"):  # GitLab (CI_REPOSITORY_URL holds a token)
+        return f"{project_url.rstrip('/')}.git"
+    return None
+
+
+def _origin(repo: git.Repo, top: Path) -> str | None:
+    """The `origin` remote's URL; a relative path made absolute."""
+    try:
+        url = str(repo.remotes.origin.url)
+    except (AttributeError, IndexError, ValueError, git.GitCommandError):
+        return None
+    if refusal(url) is None or "://" in url or "::" in url or url.startswith("-"):
+        return url  # used as it is if git may be handed it; else passed over
+    return str((top / url).resolve())  # a path relative to the repository, e.g. ../code.git
 
 
 def _branch(repo: git.Repo) -> str | None:

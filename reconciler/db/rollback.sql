@@ -44,6 +44,8 @@ drop function if exists ops.finish_run(uuid, uuid, integer, text);
 drop function if exists ops.cancel_run(uuid, text);
 drop function if exists ops.leased_run(uuid, uuid, text[]);
 drop function if exists ops.notify_runs_queued();
+drop function if exists ops.fill_run_code();
+drop function if exists ops.is_safe_repository_url(text);
 
 drop view if exists ops.agent_runs_v;
 drop view if exists ops.agent_run_logs_v;
