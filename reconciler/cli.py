@@ -242,6 +242,13 @@ def history(database_url: str | None, lock_timeout: float, limit: int, output: s
     "when needed); `process` runs every step as a sandboxed process.",
 )
 @click.option(
+    "--mirrors-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("mirrors"),
+    show_default=True,
+    help="Where the worker keeps one bare mirror per code repository.",
+)
+@click.option(
     "--secrets-file",
     type=click.Path(dir_okay=False, exists=True, path_type=Path),
     help="NAME=value lines: the secrets workflows may ask for (config.secrets).",

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlparse
 
+from reconciler import checkout
 from reconciler.db import migrations
 from reconciler.db.connection import connect, user_errors
 from reconciler.db.queries import query
@@ -60,10 +61,14 @@ def _setup(options: dict[str, Any], out: Echo) -> Setup:
     elif prefix:
         store = step_secrets.from_environment(prefix)
     executor = options.get("executor")
+    mirrors: Path = options.get("mirrors_dir") or Path("mirrors")
     return Setup(
         executor=ExecutorKind(executor) if executor else None,
         secrets=store,
-        hidden=(secrets_file.resolve(),) if secrets_file else (),
+        checkout=lambda repository, commit, dest: checkout.materialize(
+            repository, commit, dest, mirrors.resolve()
+        ),
+        hidden=(mirrors.resolve(), *((secrets_file.resolve(),) if secrets_file else ())),
         say=out,
     )
 

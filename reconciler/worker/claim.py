@@ -57,10 +57,10 @@ def parse_claim(raw: Mapping[str, Any]) -> Claim:
         workflow_type=str(raw.get("type") or ""),
         run_number=int(raw.get("run_number") or 0),
         attempt=int(raw.get("attempt") or 0),
-        commit=str(metadata.get("commit") or ""),
+        commit=str(raw.get("commit_sha") or metadata.get("commit") or ""),
         ref=str(metadata.get("ref") or ""),
         config=parse_config(raw.get("config") or {}),
-        repository=_text(raw.get("repository_url") or metadata.get("repository")),
+        repository=_text(raw.get("repository_url")),
         metadata=metadata,
     )
 

@@ -14,7 +14,8 @@ and mount namespace (`unshare --pid --fork --kill-child --mount --mount-proc`), 
   so the same namespaces work without privileges, and refuses to start if the kernel forbids it.
 
 Container executor: `podman` or `docker run --rm` of the workflow's image, the workspace
-mounted at /workspace, limits from the workflow. The container is named after the run; a
+mounted at /workspace, as the unprivileged user 65534 with no capabilities and
+no-new-privileges, limits from the workflow (`limits: {cpus, memory, network}`). The container is named after the run; a
 sentinel process holds a pipe from the worker and removes the container as soon as the worker
 is gone (the pipe's end is the kernel's word that the worker died).
 """
@@ -154,6 +155,7 @@ class ProcessExecutor:
 class ContainerExecutor:
     kind: ExecutorKind
     binary: str
+    user: str = "65534:65534"  # steps never run as root in the container either
 
     def launch(
         self,
@@ -177,6 +179,7 @@ class ContainerExecutor:
             "--ulimit=nproc=1024:1024",
             "--security-opt=no-new-privileges",
             "--cap-drop=all",
+            f"--user={self.user}",
             f"--network={'bridge' if limits.network else 'none'}",
         ]
         if limits.cpus:

@@ -101,6 +101,8 @@ class Run:
     def _hand_over(self, folder: Path, paths: tuple[Path, ...]) -> None:
         """The step's user owns its folders; the run's folder lets it in, nothing more."""
         owner = self.env.process.owner()
+        if self.claim.config.tool is not None and os.geteuid() == 0:
+            owner = (65534, 65534)  # the container's user
         folder.chmod(0o711)
         if owner is None:
             return

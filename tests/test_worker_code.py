@@ -1,0 +1,149 @@
+"""Runs do the real job (issue 9): a real git repository with an addons folder and a build
+script, two commits applied, the real `reconcile worker` checks each run's commit out of its
+mirror and builds it, as a sandboxed process and in a container of a locally built image; each
+run sees its own commit's files and its artifact's checksum is that of the file built from it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from tests.cli import Result, reconcile
+from tests.containers import busybox_image
+from tests.gitrepo import Repo
+
+pytestmark = pytest.mark.slow
+
+FLEET = """\
+apiVersion: ops/v1
+kind: Tool
+name: busybox
+version: "1"
+docker_image: {image}
+---
+apiVersion: ops/v1
+kind: Project
+slug: shop
+workspace_key: shop
+name: Shop
+odoo_version: "18.0"
+workflows:
+  - type: build
+    name: as-process
+    on: [push]
+    config: {{steps: ["./scripts/build.sh"], artifacts: ["dist/*.txt"]}}
+  - type: test
+    name: in-container
+    on: [push]
+    config:
+      tool: busybox@1
+      steps: ["./scripts/build.sh", "test \\"$(pwd)\\" = /workspace"]
+      artifacts: ["dist/*.txt"]
+      limits: {{cpus: 1, memory: 64m, network: none}}
+"""
+BUILD = """\
+#!/bin/sh
+set -e
+mkdir -p dist
+cat VERSION addons/shop/__manifest__.py addons/shop/models.py > dist/bundle.txt
+echo "built $(cat VERSION) as $(id -u)"
+"""
+
+
+def bundle(version: str) -> bytes:
+    return (
+        f"{version}\n".encode()
+        + f"{{'name': 'shop', 'version': '{version}'}}\n".encode()
+        + f"# models of {version}\n".encode()
+    )
+
+
+def write_commit(repo: Repo, version: str) -> str:
+    repo.write("VERSION", f"{version}\n")
+    repo.write("addons/shop/__manifest__.py", f"{{'name': 'shop', 'version': '{version}'}}\n")
+    repo.write("addons/shop/models.py", f"# models of {version}\n")
+    return repo.commit(version)
+
+
+def apply(repo: Repo, db_url: str) -> None:
+    done = reconcile(
+        "apply", "--yes", "-C", str(repo.root / "fleet"), "--database-url", db_url,
+        env={"RECONCILE_CACHE_DIR": str(repo.root.parent / "cache")},
+    )  # fmt: skip
+    assert done.code == 0, done.stderr
+
+
+def work(db_url: str, tmp_path: Path, *extra: str) -> Result:
+    return reconcile(
+        "worker", "--once", "--database-url", db_url, "--artifacts-dir",
+        str(tmp_path / "artifacts"), "--mirrors-dir", str(tmp_path / "mirrors"), *extra,
+        timeout=300,
+    )  # fmt: skip
+
+
+def test_each_run_builds_its_own_commit_in_a_process_and_in_a_container(
+    tmp_path: Path, db_url: str
+) -> None:
+    image = busybox_image()
+    repo = Repo(tmp_path / "fleet-repo")
+    repo.write("fleet/shop.yaml", FLEET.format(image=image))
+    repo.write("scripts/build.sh", BUILD)
+    (repo.root / "scripts" / "build.sh").chmod(0o755)
+    commits = {write_commit(repo, "v1"): "v1"}
+    apply(repo, db_url)
+    commits[write_commit(repo, "v2")] = "v2"
+    apply(repo, db_url)
+
+    done = work(db_url, tmp_path, "--executor", "podman")
+    assert done.code == 0, done.stderr
+
+    with psycopg.connect(db_url) as conn:
+        rows = conn.execute(
+            "select r.id, w.name, r.status, r.error_message, r.commit_sha, a.checksum, "
+            "a.artifact_key from ops.runs r join ops.workflows w on w.id = r.workflow_id "
+            "left join ops.run_artifacts a on a.run_id = r.id order by r.created_at"
+        ).fetchall()
+        assert len(rows) == 4
+        for run_id, workflow, status, error, commit, checksum, key in rows:
+            version = commits[commit]
+            assert (status, error) == ("succeeded", None), (workflow, version)
+            assert checksum == "sha256:" + hashlib.sha256(bundle(version)).hexdigest()
+            stored = (tmp_path / "artifacts" / key).read_bytes()
+            assert stored == bundle(version)
+            lines = [r[0] for r in conn.execute(
+                "select message from ops.run_logs where run_id = %s", (run_id,)
+            )]  # fmt: skip
+            assert f"built {version} as 65534" in lines  # never root, in either executor
+            assert f"checked out {commit}" in lines
+    # one mirror, fetched once for the burst
+    assert len(list((tmp_path / "mirrors").glob("*.git"))) == 1
+
+
+def test_a_tool_workflow_on_a_worker_without_containers_fails_clearly(
+    tmp_path: Path, db_url: str
+) -> None:
+    repo = Repo(tmp_path / "fleet-repo")
+    repo.write("fleet/shop.yaml", FLEET.format(image="localhost/none:1"))
+    repo.write("scripts/build.sh", BUILD)
+    (repo.root / "scripts" / "build.sh").chmod(0o755)
+    write_commit(repo, "v1")
+    apply(repo, db_url)
+    done = work(db_url, tmp_path, "--executor", "process")
+    assert done.code == 0, done.stderr
+    with psycopg.connect(db_url) as conn:
+        outcome = dict(
+            conn.execute(
+                "select w.name, json_build_array(r.status, r.error_message) from ops.runs r "
+                "join ops.workflows w on w.id = r.workflow_id"
+            ).fetchall()
+        )
+    assert outcome["as-process"] == ["succeeded", None]
+    assert outcome["in-container"] == [
+        "failed",
+        "the workflow runs in busybox@1 (localhost/none:1) and this worker has no container "
+        "runtime (install podman or docker, or start it with --executor podman|docker)",
+    ]
