@@ -15,9 +15,10 @@ and mount namespace (`unshare --pid --fork --kill-child --mount --mount-proc`), 
 
 Container executor: `podman` or `docker run --rm` of the workflow's image, the workspace
 mounted at /workspace, as the unprivileged user 65534 with no capabilities and
-no-new-privileges, limits from the workflow (`limits: {cpus, memory, network}`). The container is named after the run; a
-sentinel process holds a pipe from the worker and removes the container as soon as the worker
-is gone (the pipe's end is the kernel's word that the worker died).
+no-new-privileges, limits from the workflow (`limits: {cpus, memory, network}`). The
+container is named after the run; a sentinel process holds a pipe from the worker and removes
+the container as soon as the worker is gone (the pipe's end is the kernel's word that the
+worker died).
 """
 
 from __future__ import annotations
