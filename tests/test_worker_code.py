@@ -7,16 +7,26 @@ run sees its own commit's files and its artifact's checksum is that of the file 
 from __future__ import annotations
 
 import hashlib
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import psycopg
 import pytest
+from psycopg.types.json import Jsonb
 
 from tests.cli import Result, reconcile
-from tests.containers import busybox_image
+from tests.containers import busybox_image, containers_named
 from tests.gitrepo import Repo
+from tests.helpers import make_project
 
 pytestmark = pytest.mark.slow
+LEASE_S = 4
 
 FLEET = """\
 apiVersion: ops/v1
@@ -147,3 +157,65 @@ def test_a_tool_workflow_on_a_worker_without_containers_fails_clearly(
         "the workflow runs in busybox@1 (localhost/none:1) and this worker has no container "
         "runtime (install podman or docker, or start it with --executor podman|docker)",
     ]
+
+
+def test_kill_9_of_a_worker_removes_its_container_before_the_lease_lapses(
+    tmp_path: Path, db_url: str
+) -> None:
+    image = busybox_image()
+    with psycopg.connect(db_url) as conn:
+        conn.execute(
+            "insert into ops.tools (tool_name, version, docker_image) values ('busybox', '1', %s)",
+            (image,),
+        )
+        project = make_project(conn)
+        workflow = conn.execute(
+            "insert into ops.workflows (project_id, workflow_type, name, config) "
+            "values (%s, 'test', 'long', %s) returning id",
+            (project, Jsonb({"tool": "busybox@1", "steps": ["echo started; sleep 300"]})),
+        ).fetchone()
+        assert workflow is not None
+        run = conn.execute(
+            "insert into ops.runs (project_id, workflow_id) values (%s, %s) returning id",
+            (project, workflow[0]),
+        ).fetchone()
+        assert run is not None
+        conn.commit()
+        worker = subprocess.Popen(
+            [sys.executable, "-m", "reconciler", "worker", "--lease", str(LEASE_S), "--poll",
+             "0.2", "--executor", "podman", "--database-url", db_url, "--artifacts-dir",
+             str(tmp_path / "artifacts")],
+            env={k: v for k, v in os.environ.items() if k != "DATABASE_URL"},
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+        prefix = f"ops-{run[0]}-"
+        try:
+            assert wait_for(lambda: bool(containers_named(prefix)), 60)
+            assert wait_for(lambda: started(conn, run[0]), 30)
+        finally:
+            worker.send_signal(signal.SIGKILL)
+            worker.wait()
+        assert wait_for(lambda: not containers_named(prefix), LEASE_S)
+        still_leased = conn.execute(
+            "select status = 'running' and lease_expires_at > now() from ops.runs where id = %s",
+            (run[0],),
+        ).fetchone()
+        assert still_leased == (True,)  # nobody could claim it again before the container went
+
+
+def started(conn: psycopg.Connection[Any], run_id: Any) -> bool:
+    row = conn.execute(
+        "select count(*) from ops.run_logs where run_id = %s and message = 'started'", (run_id,)
+    ).fetchone()
+    conn.commit()
+    return bool(row and row[0])
+
+
+def wait_for(predicate: Callable[[], bool], seconds: float) -> bool:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.05)
+    return False
