@@ -49,12 +49,67 @@ def test_worker_then_list_show_logs(conn: Conn, db_url: str, tmp_path: Path) -> 
     shown = reconcile("runs", "show", run, "--database-url", db_url)
     assert "Run claimed by worker" in shown.stdout and "artifacts: none" in shown.stdout
     logs = reconcile("runs", "logs", run, "--follow", "--database-url", db_url)
-    assert [line.split(" ", 2)[2].strip() for line in logs.stdout.splitlines()] == [
-        "$ echo first line",
-        "first line",
-        "$ echo second line",
-        "second line",
+    assert [line.split(maxsplit=3)[2:] for line in logs.stdout.splitlines()] == [
+        ["---", "$ echo first line"],
+        ["out", "first line"],
+        ["---", "$ echo second line"],
+        ["out", "second line"],
     ]
+    assert logs.code == 0
+
+
+def test_show_says_what_an_operator_needs_and_ids_may_be_shortened(
+    conn: Conn, db_url: str, tmp_path: Path
+) -> None:
+    run = enqueue(conn, {"steps": ["echo to stderr >&2; exit 4"]})
+    conn.execute(
+        "update ops.runs set metadata = %s where id = %s",
+        (Jsonb({"commit": "ab" * 20, "ref": "main"}), run),
+    )
+    conn.commit()
+    worked = reconcile(
+        "worker", "--once", "--id", "w-1", "--database-url", db_url, "--artifacts-dir",
+        str(tmp_path),
+    )  # fmt: skip
+    assert f"run {run} acme-erp/build/" in worked.stdout and ": taken" in worked.stdout
+    assert "finished exit 4: step 1 `echo to stderr >&2; exit 4` exited with code 4" in (
+        worked.stdout
+    )
+    shown = reconcile("runs", "show", run[:8], "--database-url", db_url)
+    assert shown.code == 0, shown.stderr
+    fields = dict(
+        line.split(":", 1) for line in shown.stdout.splitlines() if not line.startswith(" ")
+    )
+    assert fields["run"].strip() == run
+    assert fields["status"].strip() == "failed"
+    assert fields["commit"].strip() == f"{'ab' * 20}  ref main"
+    assert fields["attempt"].strip() == "1 of 3 on w-1"
+    assert fields["exit code"].strip() == "4"
+    assert fields["error"].strip() == "step 1 `echo to stderr >&2; exit 4` exited with code 4"
+    assert fields["finished"].strip().endswith(" s)")
+    followed = reconcile("runs", "logs", run[:6], "--follow", "--database-url", db_url)
+    assert followed.code == 1  # the run failed
+    assert [line.split(maxsplit=3)[2:] for line in followed.stdout.splitlines()][1] == [
+        "err",
+        "to stderr",
+    ]
+    workflow = scalar(conn, "select workflow_id from ops.runs where id = %s", (run,))
+    for twin in ("abcd0000-0000-4000-8000-000000000001", "abcd0000-0000-4000-8000-000000000002"):
+        conn.execute(
+            "insert into ops.runs (id, project_id, workflow_id) "
+            "select %s, project_id, id from ops.workflows where id = %s",
+            (twin, workflow),
+        )
+    conn.commit()
+    ambiguous = reconcile("runs", "show", "abcd0000", "--database-url", db_url)
+    assert (ambiguous.code, ambiguous.stderr) == (
+        1,
+        "error: run id 'abcd0000' is ambiguous: give more of it\n",
+    )
+    one = reconcile(
+        "runs", "show", "abcd0000-0000-4000-8000-000000000002", "--database-url", db_url
+    )
+    assert one.code == 0 and "status:     queued" in one.stdout
 
 
 def test_cancel_a_queued_run_and_refuse_a_finished_one(conn: Conn, db_url: str) -> None:
