@@ -1,8 +1,9 @@
 """Secrets for steps: a workflow lists the names it needs (`config.secrets`); the worker gives
 each step only those, from the source its operator configured:
 
-* `--secrets-file FILE`: `NAME=value` lines (blank lines and `#` comments skipped), read once
-  at start; the file should be readable by the worker's user only;
+* `--secrets-file FILE`: `NAME=value` lines (the value is everything after the first `=`, as
+  written; blank lines and `#` comments skipped), read once at start; the file should be
+  readable by the worker's user only (it is also hidden from process steps);
 * `--secrets-env-prefix PREFIX`: the worker's variables `PREFIX<NAME>`, read once at start and
   removed from the worker's own environment so that no child inherits them.
 
@@ -57,7 +58,7 @@ def from_file(path: Path) -> SecretStore:
         stripped = line.strip()
         if not stripped or stripped.startswith("#"):
             continue
-        name, equals, value = stripped.partition("=")
+        name, equals, value = line.lstrip().partition("=")  # the value exactly as written
         if not equals or not NAME.fullmatch(name.strip()):
             raise SecretsError(f"{path}:{number}: expected NAME=value (NAME in A-Z, 0-9, _)")
         values[name.strip()] = value
