@@ -219,3 +219,34 @@ def wait_for(predicate: Callable[[], bool], seconds: float) -> bool:
             return True
         time.sleep(0.05)
     return False
+
+
+def test_the_example_fleet_runs_succeed_for_real(tmp_path: Path, db_url: str) -> None:
+    repo = Repo(tmp_path / "fleet")
+    repo.copy_examples()
+    head = repo.commit("the examples")
+    done = reconcile(
+        "apply", "--yes", "-C", str(repo.root), "--database-url", db_url,
+        env={"RECONCILE_CACHE_DIR": str(tmp_path / "cache")},
+    )  # fmt: skip
+    assert done.code == 0, done.stderr
+    worked = work(db_url, tmp_path, "--executor", "process")
+    assert worked.code == 0, worked.stderr
+    with psycopg.connect(db_url) as conn:
+        runs = conn.execute(
+            "select w.name, r.status, r.error_message, r.commit_sha from ops.runs r "
+            "join ops.workflows w on w.id = r.workflow_id"
+        ).fetchall()
+        artifacts = conn.execute("select artifact_key, checksum from ops.run_artifacts").fetchall()
+    assert len(runs) == 4
+    assert {(status, error, commit) for _, status, error, commit in runs} == {
+        ("succeeded", None, head)
+    }
+    assert sorted(key for key, _ in artifacts) == [
+        "acme-erp/1/dist/acme-erp-addons.tar.gz",
+        "globex-shop/1/dist/globex-shop-addons.tar.gz",
+    ]
+    for key, checksum in artifacts:
+        content = (tmp_path / "artifacts" / key).read_bytes()
+        assert checksum == "sha256:" + hashlib.sha256(content).hexdigest()
+        assert content[:2] == b"\x1f\x8b"  # gzip

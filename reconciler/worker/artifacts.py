@@ -91,6 +91,7 @@ def store(workspace: Path, relative: Path, store_dir: Path, key: str) -> StoredA
                 digest.update(chunk)
                 sink.write(chunk)
                 size += len(chunk)
+        os.chmod(temporary, 0o644)
         os.replace(temporary, target)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
