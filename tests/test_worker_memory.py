@@ -51,7 +51,7 @@ def test_a_canceled_run_stops_within_a_heartbeat(tmp_path: Path) -> None:
     while run.status != "running":
         time.sleep(0.01)
     queue.cancel(run.run_id)
-    thread.join(timeout=10)
+    thread.join(timeout=30)
     assert not thread.is_alive() and run.status == "canceled"
 
 
@@ -64,7 +64,7 @@ def test_a_lost_lease_stops_the_steps_and_writes_nothing_more(tmp_path: Path) ->
         time.sleep(0.01)
     with queue.lock:
         run.token = "someone-else"  # another worker took it over
-    thread.join(timeout=10)
+    thread.join(timeout=30)
     assert not thread.is_alive()
     assert run.status == "running" and run.exit_code is None  # the worker let it go
 
@@ -130,3 +130,28 @@ def test_secret_sources(tmp_path: Path) -> None:
     environ = {"OPS_SECRET_A": "x", "OPS_SECRET_lower": "y", "PATH": "/bin"}
     assert dict(from_environment("OPS_SECRET_", environ).values) == {"A": "x"}
     assert "OPS_SECRET_A" not in environ  # no child of the worker inherits it
+
+
+@pytest.mark.parametrize(
+    ("config", "problem"),
+    [
+        ({"steps": "echo not a list"}, "config.steps"),
+        ({"steps": [1, 2]}, "config.steps"),
+        ({"steps": ["echo \x00"]}, "config.steps"),
+        ({"steps": ["true"], "timeout_s": "abc"}, "config.timeout_s"),
+        ({"steps": ["true"], "timeout_s": 0}, "config.timeout_s"),
+        ({"steps": ["true"], "artifacts": {"a": 1}}, "config.artifacts"),
+        ({"steps": ["true"], "secrets": "TOKEN"}, "config.secrets"),
+        ({"steps": ["true"], "tool": ["odoo"]}, "config.tool"),
+        (["echo", "a list"], "config is not a mapping"),
+    ],
+)
+def test_a_config_a_member_broke_fails_its_run_and_the_worker_carries_on(
+    tmp_path: Path, config: object, problem: str
+) -> None:
+    queue = InMemoryQueue()
+    broken = queue.add(config)
+    fine = queue.add({"steps": ["echo fine"]}, metadata=["not", "a", "mapping"])
+    worker(queue, tmp_path).run()
+    assert broken.status == "failed" and problem in str(broken.error)
+    assert fine.status == "succeeded"

@@ -22,6 +22,7 @@ class RunLog:
         self.lines: queue.Queue[Line] = queue.Queue()
 
     def put(self, message: str, **metadata: Any) -> None:
+        message = message.replace("\x00", "\\x00")  # the worker's own lines: never a NUL
         self.lines.put({"level": "info", "message": message, "metadata": metadata})
 
     def flush(self) -> None:

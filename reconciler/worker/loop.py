@@ -51,7 +51,7 @@ class Finished:
             "run_id": self.claim.run_id,
             "lease_token": self.claim.token,
             "exit_code": self.exit_code,
-            "error": self.error,
+            "error": None if self.error is None else self.error.replace("\x00", "\\x00"),
         }
 
 

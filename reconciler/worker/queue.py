@@ -47,8 +47,8 @@ class RunQueue(Protocol):
 @dataclass
 class MemoryRun:
     run_id: str
-    config: dict[str, Any]
-    metadata: dict[str, Any] = field(default_factory=dict)
+    config: Any  # what members wrote: not necessarily a mapping
+    metadata: Any = field(default_factory=dict)
     project: str = "demo"
     workflow: str = "job"
     workflow_type: str = "build"
@@ -74,8 +74,8 @@ class InMemoryQueue:
         self.lock = threading.Lock()
         self.queued = threading.Condition(self.lock)
 
-    def add(self, config: Mapping[str, Any], **fields: Any) -> MemoryRun:
-        run = MemoryRun(str(uuid.uuid4()), dict(config), **fields)
+    def add(self, config: Any, **fields: Any) -> MemoryRun:
+        run = MemoryRun(str(uuid.uuid4()), config, **fields)
         with self.lock:
             self.runs[run.run_id] = run
             self.queued.notify_all()

@@ -69,6 +69,8 @@ class Run:
 
     def _in(self, folder: Path) -> Outcome:
         config = self.claim.config
+        if config.problem:
+            return 1, config.problem
         secrets = self.env.secrets.for_run(config.secrets)
         for pattern in config.artifacts:
             artifacts.check_pattern(pattern)
