@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -149,3 +153,28 @@ def test_cleanup_removes_expired_artifacts_and_old_logs(
         "deleted 1 expired artifact(s) and 1 log line(s) older than 30 day(s)"
     )
     assert not stored.exists()
+
+
+def test_sigterm_finishes_the_run_in_flight_and_says_so(
+    conn: Conn, db_url: str, tmp_path: Path
+) -> None:
+    run = enqueue(conn, {"steps": ["sleep 2; echo done"]})
+    conn.commit()
+    worker = subprocess.Popen(
+        [sys.executable, "-m", "reconciler", "worker", "--database-url", db_url, "--poll", "0.2",
+         "--artifacts-dir", str(tmp_path)],
+        env={k: v for k, v in os.environ.items() if k != "DATABASE_URL"},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )  # fmt: skip
+    assert worker.stdout is not None
+    lines = [worker.stdout.readline(), worker.stdout.readline()]
+    assert lines[1].startswith(f"run {run} ") and lines[1].rstrip().endswith(": taken")
+    worker.send_signal(signal.SIGTERM)
+    out, _ = worker.communicate(timeout=60)
+    assert worker.returncode == 0
+    said = out.splitlines()
+    assert said[0].endswith("SIGTERM, finishing the runs in flight")
+    assert said[1].startswith(f"run {run} ") and said[1].endswith("finished exit 0")
+    assert scalar(conn, "select status from ops.runs where id = %s", (run,)) == "succeeded"

@@ -156,7 +156,9 @@ class ProcessExecutor:
 class ContainerExecutor:
     kind: ExecutorKind
     binary: str
-    user: str = "65534:65534"  # steps never run as root in the container either
+    # as root, steps never run as root in the container either; a rootless runtime already
+    # maps the container's root to the worker's own user
+    user: str | None = field(default_factory=lambda: "65534:65534" if os.geteuid() == 0 else None)
 
     def launch(
         self,
@@ -180,7 +182,7 @@ class ContainerExecutor:
             "--ulimit=nproc=1024:1024",
             "--security-opt=no-new-privileges",
             "--cap-drop=all",
-            f"--user={self.user}",
+            *([f"--user={self.user}"] if self.user else []),
             f"--network={'bridge' if limits.network else 'none'}",
         ]
         if limits.cpus:
