@@ -90,10 +90,6 @@ class Worker:
         self.loop = Loop(self.queue, options, self.environment, setup.say)
         self.options = options
 
-    @property
-    def stopping(self) -> object:
-        return self.loop.stopping
-
     def check(self) -> None:
         """ExecutorError unless steps can be isolated on this host (and the container
         runtime asked for answers)."""
