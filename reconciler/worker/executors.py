@@ -108,7 +108,11 @@ class ProcessExecutor:
         else:
             namespaces = ["--user", "--map-root-user", *namespaces]
             drop = ["setpriv", "--no-new-privs", "--"]
-        hidden = [str(p) for p in _outermost(self.hidden) if p.exists()]
+        # a folder holding the workspace cannot be covered without covering the workspace
+        inside = workspace.resolve()
+        hidden = [
+            str(p) for p in _outermost(self.hidden) if p.exists() and not inside.is_relative_to(p)
+        ]
         argv = [
             *("setpriv", "--pdeathsig", "KILL", "--"),
             *("unshare", *namespaces, "--"),
