@@ -57,3 +57,14 @@ def test_a_secret_across_a_long_line_cut_is_masked() -> None:
 
 def test_the_longest_secret_wins_when_one_contains_another() -> None:
     assert Masker([b"abc", b"abcdef"]).mask(b"abcdef abc") == b"*** ***"
+
+
+def test_the_last_piece_of_a_long_line_is_never_continued_whatever_the_chunks() -> None:
+    for total in (LINE_MAX_BYTES + 1, 2 * LINE_MAX_BYTES + 1, 3 * LINE_MAX_BYTES):
+        for size in (4096, LINE_MAX_BYTES, LINE_MAX_BYTES + 1):
+            data = b"x" * total
+            splitter = LineSplitter(Masker([]))
+            pieces = [p for i in range(0, total, size) for p in splitter.feed(data[i : i + size])]
+            pieces += list(splitter.close())
+            assert b"".join(p for p, _ in pieces) == data
+            assert [c for _, c in pieces][-1] is False and all(c for _, c in pieces[:-1])

@@ -102,7 +102,9 @@ class LineSplitter:
     def _cut_pending(self) -> Iterator[tuple[bytes, bool]]:
         """A line without end yet: store its head, keep a tail that may begin a secret."""
         masked = self.masker.mask(self.pending)
-        keep = max(self.masker.longest - 1, 0)
+        # keep what may begin a secret, and at least one byte: the line's last piece, the one
+        # not `continued`, comes at its end
+        keep = max(self.masker.longest - 1, 1)
         cut = len(masked) - keep
         head, self.pending = masked[:cut], masked[cut:]
         yield from self._pieces(head, final=False)
