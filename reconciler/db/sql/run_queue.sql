@@ -25,3 +25,10 @@ select docker_image from ops.tools where tool_name = %(tool_name)s and version =
 
 -- name: listen_runs
 listen ops_runs
+
+-- name: claim_run
+select ops.claim_run(%(worker_id)s, %(lease_s)s, true)
+
+-- name: finish_and_claim_run
+select ops.finish_and_claim_run(%(run_id)s, %(lease_token)s, %(exit_code)s, %(error)s,
+                                %(worker_id)s, %(lease_s)s)
