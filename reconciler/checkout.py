@@ -17,6 +17,7 @@ import fcntl
 import hashlib
 import logging
 import os
+import shutil
 import signal
 import subprocess
 import tempfile
@@ -29,6 +30,7 @@ from reconciler.core.repository import (
     ALLOWED_TRANSPORTS,
     CONTROL,
     SHA,
+    local_path,
     redact,
     ref_refusal,
     refusal,
@@ -74,6 +76,7 @@ def materialize(
     reached, the commit is not in it, or git takes longer than `timeout_s` in all."""
     check_repository(repository)
     sha = check_commit(commit)
+    _check_not_a_mirror(repository, mirrors_dir)
     deadline = time.monotonic() + timeout_s
     mirror = mirror_path(repository, mirrors_dir)
     if not _has_commit(mirror, sha, deadline):
@@ -138,6 +141,13 @@ def check_repository(repository: str) -> None:
         raise CheckoutError(f"repository {_shown(repository)} is refused: {reason}")
 
 
+def _check_not_a_mirror(repository: str, mirrors_dir: Path) -> None:
+    """A local repository inside the mirrors would hand a run another project's code."""
+    path = local_path(repository)
+    if path is not None and Path(path).resolve().is_relative_to(mirrors_dir.resolve()):
+        raise CheckoutError(f"repository {_shown(repository)} is refused: it is in the mirrors")
+
+
 def _shown(value: object) -> str:
     text = redact(str(value))
     text = CONTROL.sub("?", text)
@@ -165,10 +175,17 @@ def _locked(path: Path, deadline: float, repository: str) -> Iterator[None]:
 
 
 def _init(mirror: Path, deadline: float) -> None:
+    """An empty bare repository, made aside and renamed into place: a worker killed midway
+    leaves no half-made mirror. No template: no sample hooks, nothing but what git needs."""
     if (mirror / "HEAD").exists():
         return
-    # an empty template: no sample hooks, nothing but what git needs
-    _git(["init", "--quiet", "--bare", "--template=", str(mirror)], None, deadline)
+    aside = Path(tempfile.mkdtemp(prefix=f"{mirror.name}.init-", dir=mirror.parent))
+    try:
+        _git(["init", "--quiet", "--bare", "--template=", str(aside)], None, deadline)
+        os.rename(aside, mirror)  # mirror absent, or an empty folder left by hand
+    finally:
+        if aside.exists():
+            shutil.rmtree(aside)
 
 
 def _has_commit(mirror: Path, sha: str, deadline: float) -> bool:

@@ -358,9 +358,24 @@ def test_concurrent_processes_share_one_mirror(
                 str(tmp_path / "mirrors"),
             ],
             stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
             text=True,
         )
         for i in range(4)
     ]
-    assert [p.communicate()[0].strip() for p in procs] == [sha] * 4
+    outputs = [p.communicate() for p in procs]
+    assert [out.strip() for out, _ in outputs] == [sha] * 4, [err for _, err in outputs]
     assert count() == 1
+
+
+def test_a_repository_inside_the_mirrors_is_refused(code: Repo, tmp_path: Path) -> None:
+    """Another project's mirror is the worker's, never a run's code."""
+    mirrors = tmp_path / "mirrors"
+    sha = code.git("rev-parse", "HEAD")
+    other = checkout.mirror_path(f"file://{code.root}", mirrors)
+    materialize(f"file://{code.root}", sha, tmp_path / "ws", mirrors)
+    (tmp_path / "link").symlink_to(other)
+    for sneaky in (str(other), f"file://{other}", str(tmp_path / "link"), f"{mirrors}/../mirrors"):
+        with pytest.raises(CheckoutError, match="is refused: it is in the mirrors"):
+            materialize(sneaky, sha, tmp_path / "stolen", mirrors)
+    assert not (tmp_path / "stolen").exists()

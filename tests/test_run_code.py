@@ -7,6 +7,9 @@ from __future__ import annotations
 
 import json
 import socket
+import subprocess
+import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -68,6 +71,24 @@ def code(tmp_path: Path) -> Repo:
     repo.write("scripts/build.sh", "#!/bin/sh\necho one\n")
     repo.commit("one")
     return repo
+
+
+@pytest.fixture
+def code_url(code: Repo) -> Iterator[str]:
+    """The code repository served by a real git server (`git daemon`, the git:// protocol):
+    the files refuse local paths for a project's repository."""
+    port = _closed_port()
+    daemon = subprocess.Popen(
+        ["git", "daemon", "--export-all", "--reuseaddr", "--listen=127.0.0.1", f"--port={port}",
+         f"--base-path={code.root.parent}", str(code.root.parent)],
+        stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        _wait_for(port)
+        yield f"git://127.0.0.1:{port}/{code.root.name}"
+    finally:
+        daemon.terminate()
+        daemon.wait(timeout=10)
 
 
 def state_repo(tmp_path: Path, *documents: str) -> Repo:
@@ -183,9 +204,9 @@ def test_a_refused_repository_variable_is_one_clear_line(tmp_path: Path, db_url:
 
 
 def test_a_code_repository_runs_once_per_commit_of_its_branch(
-    code: Repo, tmp_path: Path, db_url: str
+    code: Repo, code_url: str, tmp_path: Path, db_url: str
 ) -> None:
-    url = f"file://{code.root}"
+    url = code_url
     state = state_repo(tmp_path, SHOP.format(url=url), INFRA)
     first = code.git("rev-parse", "HEAD")
     plan = json.loads(apply(state, db_url).stdout)
@@ -232,12 +253,14 @@ def test_a_code_repository_runs_once_per_commit_of_its_branch(
     ]
 
 
-def test_a_branch_other_than_the_default_one(code: Repo, tmp_path: Path, db_url: str) -> None:
+def test_a_branch_other_than_the_default_one(
+    code: Repo, code_url: str, tmp_path: Path, db_url: str
+) -> None:
     code.git("checkout", "-q", "-b", "release")
     code.write("RELEASE", "1\n")
     release = code.commit("release")
     code.git("checkout", "-q", "main")
-    shop = SHOP.format(url=f"file://{code.root}").replace("git_ref: main", "git_ref: release")
+    shop = SHOP.format(url=code_url).replace("git_ref: main", "git_ref: release")
     apply(state_repo(tmp_path, shop), db_url)
     commits = {r["workflow"]: r["commit_sha"] for r in runs(db_url)}
     assert commits == {"build-main": release, "default-branch": code.git("rev-parse", "main")}
@@ -256,9 +279,9 @@ def test_an_unreachable_code_repository_skips_its_runs_with_the_reason(
 
 
 def test_the_claim_names_the_code_and_the_checkout_gives_its_files(
-    code: Repo, tmp_path: Path, db_url: str
+    code: Repo, code_url: str, tmp_path: Path, db_url: str
 ) -> None:
-    url = f"file://{code.root}"
+    url = code_url
     state = state_repo(tmp_path, SHOP.format(url=url).replace("  - {type: test", "  #"))
     apply(state, db_url)
     with psycopg.connect(db_url, autocommit=True) as conn:
@@ -269,10 +292,8 @@ def test_the_claim_names_the_code_and_the_checkout_gives_its_files(
     assert (workspace / "scripts/build.sh").read_text() == "#!/bin/sh\necho one\n"
 
 
-def test_a_project_repository_is_stored_and_can_be_removed(
-    code: Repo, tmp_path: Path, db_url: str
-) -> None:
-    url = f"file://{code.root}"
+def test_a_project_repository_is_stored_and_can_be_removed(tmp_path: Path, db_url: str) -> None:
+    url = "https://git.example.com/acme/shop.git"
     state = state_repo(tmp_path, SHOP.format(url=url))
 
     def stored() -> Any:
@@ -294,6 +315,8 @@ def test_a_project_repository_is_stored_and_can_be_removed(
         ("ext::sh -c touch% /tmp/pwned", "is refused: remote helpers"),
         ("--upload-pack=touch /tmp/pwned", "is refused: it is empty or starts with '-'"),
         ("http://example.com/shop.git", "is refused: transport 'http' is not allowed"),
+        ("/srv/git/shop.git", "is refused: a local path would be read from the workers' own"),
+        ("file:///var/lib/worker/mirrors/x.git", "is refused: a local path would be read"),
         (
             "https://deploy:tok3n@example.com/shop.git",
             "'https://deploy:***@example.com/shop.git' holds a credential",
@@ -380,7 +403,34 @@ def test_a_member_started_run_takes_the_project_repository_never_its_own(conn: C
     ]
 
 
+def _wait_for(port: int) -> None:
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        with socket.socket() as probe:
+            if probe.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.05)
+    raise AssertionError(f"git daemon did not listen on {port}")
+
+
 def _closed_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return int(probe.getsockname()[1])
+
+
+def test_a_workflow_of_a_project_only_the_database_holds_uses_its_repository(
+    code: Repo, code_url: str, tmp_path: Path, db_url: str
+) -> None:
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        project = make_project(conn, "legacy")
+        conn.execute("update ops.projects set repository = %s where id = %s", (code_url, project))
+    workflow = (
+        "apiVersion: ops/v1\nkind: Workflow\nproject: legacy\ntype: build\nname: build\n"
+        "on: [push]\n"
+    )
+    apply(state_repo(tmp_path, workflow), db_url)
+    head = code.git("rev-parse", "HEAD")
+    assert [(r["key"], r["repository_url"]) for r in runs(db_url)] == [
+        (f"push:{head}:legacy/build/build", code_url)
+    ]

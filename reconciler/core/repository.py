@@ -45,6 +45,15 @@ def _url_refusal(scheme: str, authority: str) -> str | None:
     return None
 
 
+def local_path(repository: str) -> str | None:
+    """The folder a local repository (an absolute path or a file:// URL) names, or None."""
+    if repository.startswith("/"):
+        return repository
+    if repository.lower().startswith("file://"):
+        return "/" + repository[len("file://") :].split("/", 1)[-1]
+    return None
+
+
 def has_credentials(repository: str) -> bool:
     """A password, or an http(s) user (often a token), written in the URL."""
     return redact(repository) != repository

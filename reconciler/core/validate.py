@@ -10,7 +10,14 @@ from reconciler.core import problems as codes
 from reconciler.core import schema
 from reconciler.core.desired import Resource, resources_of
 from reconciler.core.problems import Problem
-from reconciler.core.repository import CONTROL, has_credentials, redact, ref_refusal, refusal
+from reconciler.core.repository import (
+    CONTROL,
+    has_credentials,
+    local_path,
+    redact,
+    ref_refusal,
+    refusal,
+)
 from reconciler.core.yamldoc import Document, parse
 
 
@@ -54,6 +61,11 @@ def _code_fields(value: dict[str, Any]) -> Iterator[tuple[tuple[Any, ...], str]]
 def _repository_message(url: str) -> str | None:
     if reason := refusal(url):
         return f"{_printable(repr(redact(url)))} is refused: {reason}"
+    if local_path(url) is not None:
+        return (
+            f"{_printable(repr(url))} is refused: a local path would be read from the workers' "
+            "own disks; use the URL of the git server (https://, ssh://, git://, user@host:path)"
+        )
     if has_credentials(url):
         return (
             f"{redact(url)!r} holds a credential, which every member could read; remove it "
