@@ -244,9 +244,9 @@ def history(database_url: str | None, lock_timeout: float, limit: int, output: s
 @click.option(
     "--mirrors-dir",
     type=click.Path(file_okay=False, path_type=Path),
-    default=Path("mirrors"),
-    show_default=True,
-    help="Where the worker keeps one bare mirror per code repository.",
+    default=None,
+    help="Where the worker keeps one bare mirror per code repository (default: `mirrors` in "
+    "its state folder, $RECONCILE_STATE_DIR or /var/lib/ops-reconciler as root).",
 )
 @click.option(
     "--secrets-file",

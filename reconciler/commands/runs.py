@@ -15,6 +15,7 @@ from urllib.parse import unquote, urlparse
 from reconciler import checkout
 from reconciler.db import migrations
 from reconciler.db.connection import connect, user_errors
+from reconciler.db.embedded import default_state_dir
 from reconciler.db.queries import query
 from reconciler.db.target import open_target
 from reconciler.errors import ReconcilerError
@@ -61,7 +62,7 @@ def _setup(options: dict[str, Any], out: Echo) -> Setup:
     elif prefix:
         store = step_secrets.from_environment(prefix)
     executor = options.get("executor")
-    mirrors: Path = options.get("mirrors_dir") or Path("mirrors")
+    mirrors: Path = options.get("mirrors_dir") or default_state_dir() / "mirrors"
     return Setup(
         executor=ExecutorKind(executor) if executor else None,
         secrets=store,

@@ -15,6 +15,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from reconciler.db.embedded import default_state_dir
 from reconciler.db.run_queue import PostgresRunQueue
 from reconciler.worker.executors import (
     ContainerExecutor,
@@ -38,6 +39,7 @@ def hidden_paths(extra: tuple[Path, ...] = ()) -> tuple[Path, ...]:
         Path(os.environ.get("XDG_STATE_HOME") or home / ".local" / "state"),
         Path(os.environ.get("XDG_CACHE_HOME") or home / ".cache"),
         Path(os.environ.get("XDG_CONFIG_HOME") or home / ".config"),
+        default_state_dir(),  # the embedded server's data, the mirrors (as root: /var/lib/...)
         *(
             Path(os.environ[v])
             for v in ("RECONCILE_STATE_DIR", "RECONCILE_CACHE_DIR")
