@@ -63,7 +63,8 @@ def test_a_lost_lease_stops_the_steps_and_writes_nothing_more(tmp_path: Path) ->
     while run.status != "running":
         time.sleep(0.01)
     with queue.lock:
-        run.token = "someone-else"  # another worker took it over
+        run.token = "someone-else"  # another worker took it over, with a live lease
+        run.expires = time.monotonic() + 60
     thread.join(timeout=30)
     assert not thread.is_alive()
     assert run.status == "running" and run.exit_code is None  # the worker let it go
