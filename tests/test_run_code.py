@@ -390,7 +390,8 @@ def test_a_member_started_run_takes_the_project_repository_never_its_own(conn: C
         conn.execute(
             "insert into ops.runs (project_id, workflow_id, idempotency_key, metadata) "
             "values (%s, %s, %s, %s)",
-            (project, workflow, f"push:{sha}:acme-erp/build/build-main", Jsonb({"commit": sha})),
+            # push: keys are the apply's (0011): a member keys a run of their own otherwise
+            (project, workflow, f"manual:{sha}", Jsonb({"commit": sha})),
         )
         with pytest.raises(psycopg.errors.InsufficientPrivilege), conn.transaction():
             conn.execute(

@@ -37,12 +37,11 @@ from reconciler.core.problems import Problem
 from reconciler.core.saved import SAVED_FORMAT, moved, saved
 from reconciler.core.summary import RunEntry, code_repositories, combine, stale_groups
 from reconciler.db import migrations, state
-from reconciler.db.connection import advisory_xact_lock, connect, lock_key, user_errors
+from reconciler.db.connection import apply_lock, connect, user_errors
 from reconciler.db.target import open_target
 from reconciler.db.writer import DatabaseRefused, Writer
 from reconciler.errors import CheckoutError, ReconcilerError
 
-APPLY_LOCK_KEY = lock_key("ops-reconciler:apply")
 HEAD_TIMEOUT_S = 20.0  # per `git ls-remote` of a project's code repository
 HEAD_LOOKUPS = 8  # at once
 Echo = Callable[[str], None]
@@ -161,10 +160,13 @@ def _reconcile(options: Options, *, commit: bool, expected: dict[str, Any] | Non
     ):
         status = migrations.read_status(conn)
         migrations.require_current(status)
+        conn.rollback()  # the status was read in a transaction of its own: the plan's is new
         with conn.transaction(force_rollback=not commit):
             if options.read_only and not commit:
-                conn.execute("set transaction read only")
-            advisory_xact_lock(conn, APPLY_LOCK_KEY, options.lock_timeout_s)
+                # a read-only login cannot lock: one consistent snapshot instead
+                conn.execute("set transaction isolation level repeatable read, read only")
+            else:
+                apply_lock(conn, options.lock_timeout_s)
             groups = state.group_states(conn)
             stale = stale_groups(wanted, groups)
             actual = state.read(conn, stale)

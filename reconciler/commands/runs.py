@@ -14,7 +14,7 @@ from urllib.parse import unquote, urlparse
 
 from reconciler import checkout
 from reconciler.db import migrations
-from reconciler.db.connection import connect, user_errors
+from reconciler.db.connection import bound_waits, connect, user_errors
 from reconciler.db.embedded import default_state_dir
 from reconciler.db.queries import query
 from reconciler.db.target import open_target
@@ -226,6 +226,7 @@ def _read(url: str | None, lock_timeout_s: float, action: Callable[[Any], Any]) 
         user_errors("reading the runs"),
     ):
         migrations.require_current(migrations.read_status(conn))
+        bound_waits(conn, lock_timeout_s)  # cancel and cleanup lock rows: never wait forever
         result = action(conn)
         conn.commit()
         return result

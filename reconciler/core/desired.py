@@ -15,6 +15,7 @@ from functools import partial
 from typing import Any, NamedTuple
 
 from reconciler.core import problems as codes
+from reconciler.core.emails import email_key
 from reconciler.core.problems import Problem, Source
 from reconciler.core.yamldoc import Document
 
@@ -180,8 +181,8 @@ def _membership(
         refs.append(("project", document.at((*path, "project"))))
     return make(
         "membership",
-        (project, user.lower()),
-        {"project": project, "user": user.lower(), "role": spec["role"]},
+        (project, email_key(user)),
+        {"project": project, "user": email_key(user), "role": spec["role"]},
         document.at(path),
         inline=inline,
         refs=tuple(refs),

@@ -9,7 +9,7 @@ from typing import Any
 from reconciler.core import problems as codes
 from reconciler.core import schema
 from reconciler.core.desired import Resource, resources_of
-from reconciler.core.problems import Problem
+from reconciler.core.problems import Problem, Source
 from reconciler.core.repository import (
     CONTROL,
     has_credentials,
@@ -32,10 +32,16 @@ def check_file(file: str, text: str) -> FileResult:
     resources: list[Resource] = []
     for document in documents:
         found = schema.check(document) or code_problems(document)
-        problems += found
         if not found:
             resources += resources_of(document)
+        problems += _not_at(found, {p.source for p in problems})
     return FileResult(tuple(resources), tuple(sorted(problems)))
+
+
+def _not_at(found: list[Problem], reported: set[Source]) -> list[Problem]:
+    """The schema's problems, less those at a value the loader already refused (a `!Ref`
+    where a string is expected is one problem, not two)."""
+    return [p for p in found if p.source not in reported]
 
 
 def code_problems(document: Document) -> list[Problem]:

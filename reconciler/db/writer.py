@@ -19,6 +19,7 @@ from reconciler.core import problems as codes
 from reconciler.core.desired import DesiredState
 from reconciler.core.plan import Change, Plan, RunRequest
 from reconciler.core.problems import Problem, Source
+from reconciler.db.connection import first_line
 from reconciler.db.queries import query
 from reconciler.db.state import ActualState, workflow_ids
 from reconciler.errors import ReconcilerError
@@ -200,10 +201,16 @@ class Writer:
             self.workflow_ids[identity] = workflow_id
             self.project_ids.setdefault(identity[0], project_id)
         with self.conn.cursor() as cursor:
-            cursor.executemany(
-                query("enqueue_run"),
-                [self._run_row(run, plan) for run in enqueued],
-            )
+            try:  # a plain insert: the plan left out the keys that exist, so a conflict is news
+                cursor.executemany(
+                    query("enqueue_run"), [self._run_row(run, plan) for run in enqueued]
+                )
+            except psycopg.errors.UniqueViolation as exc:  # never a run dropped in silence
+                raise ReconcilerError(
+                    "a run this apply enqueues was enqueued by another transaction meanwhile "
+                    f"({exc.diag.message_detail or first_line(exc)}); nothing was written; "
+                    "make a new plan"
+                ) from None
             cursor.executemany(
                 query("set_workflow_commit"),
                 [{"commit": run.commit, "id": self.workflow_ids[run.identity]} for run in enqueued],
