@@ -47,6 +47,9 @@ WAIT_MS = 20_000
 
 try:
     from playwright.sync_api import Browser, Page, expect, sync_playwright
+
+    # Assertions wait as long as actions: a loaded CI machine may take seconds to claim a run.
+    expect.set_options(timeout=WAIT_MS)
 except ImportError:  # pragma: no cover - the test extras install it
     sync_playwright = None  # type: ignore[assignment]
 
@@ -117,6 +120,11 @@ def stack(module_db_url: str, tmp_path_factory: pytest.TempPathFactory) -> Itera
             "update ops.workflows set config = %s where name = 'build-main' and project_id = "
             "(select id from ops.projects where slug = 'acme-erp')",
             (json.dumps(_build_steps(release)),),
+        )
+        # The apply enqueued the commit's push runs; one of them is build-main, which now runs
+        # until released and would keep the single worker from the runs this test starts.
+        conn.execute(
+            "select ops.cancel_run(id, 'test setup') from ops.runs where status = 'queued'"
         )
     tokens = {}
     for email in ("alice@acme.example", "dave@acme.example", "erin@globex.example"):
