@@ -27,8 +27,9 @@ from reconciler.core.desired import Resource, from_plain
 from reconciler.core.problems import Problem, Source
 from reconciler.core.summary import FileSummary, group_of, summarize
 from reconciler.core.validate import FileResult, check_file
+from reconciler.ignore import IGNORE_FILE, Ignored
 
-_SUFFIXES = (".yaml", ".yml")
+Progress = Callable[[int, int], None]
 _RACY_NS = 2_000_000_000
 CacheKey = tuple[int, int, int]
 
@@ -76,24 +77,37 @@ class LoadedFiles:
 
 
 def state_files(root: Path) -> list[str]:
-    """Every YAML file under root, relative to it, recursively, skipping hidden folders, in a
-    stable order. (Strings, not Paths: this runs over every file of the fleet on every plan.)"""
+    """Every YAML file under root, relative to it, recursively, skipping hidden and ignored
+    files and folders (reconciler/ignore.py), in a stable order. (Strings, not Paths: this
+    runs over every file of the fleet on every plan.)"""
+    ignored = _ignore_rules(root)
     found = []
     top = str(root)
     for folder, subfolders, files in os.walk(top):
-        subfolders[:] = sorted(d for d in subfolders if not d.startswith("."))
         relative = os.path.relpath(folder, top)
         prefix = "" if relative == "." else relative.replace(os.sep, "/") + "/"
-        found += [prefix + f for f in files if f.endswith(_SUFFIXES)]
+        subfolders[:] = sorted(d for d in subfolders if not ignored.folder(prefix + d))
+        found += [prefix + f for f in files if not ignored.file(prefix + f)]
     return sorted(found)
 
 
-def load(root: Path, cache_dir: Path | None) -> LoadedFiles:
-    """The files of a working tree; unchanged ones (same stat) come from the cache."""
+def _ignore_rules(root: Path) -> Ignored:
+    try:
+        return Ignored.parse((root / IGNORE_FILE).read_text(encoding="utf-8", errors="replace"))
+    except OSError:
+        return Ignored()
+
+
+def load(root: Path, cache_dir: Path | None, progress: Progress | None = None) -> LoadedFiles:
+    """The files of a working tree; unchanged ones (same stat) come from the cache.
+    `progress(done, total)` is told of each file (for a progress line on a terminal)."""
     cache = _Cache(cache_dir, f"files-{_path_digest(root)}") if cache_dir else None
-    loaded = {
-        relative: _load_one(root / relative, relative, cache) for relative in state_files(root)
-    }
+    relatives = state_files(root)
+    loaded = {}
+    for done, relative in enumerate(relatives, 1):
+        loaded[relative] = _load_one(root / relative, relative, cache)
+        if progress:
+            progress(done, len(relatives))
     if cache:
         cache.save()
     return LoadedFiles(loaded)

@@ -12,6 +12,7 @@ import git
 
 from reconciler.core.plan import GitContext
 from reconciler.errors import ReconcilerError
+from reconciler.ignore import IGNORE_FILE, Ignored
 
 # Where CI systems say which branch they build (a CI checkout is often a detached HEAD).
 CI_REF_VARIABLES = ("GITHUB_HEAD_REF", "GITHUB_REF_NAME", "CI_COMMIT_REF_NAME", "BRANCH_NAME")
@@ -66,20 +67,41 @@ class GitTree:
             tree = self.commit.tree / self.prefix if self.prefix else self.commit.tree
         except KeyError:
             return []  # the state directory does not exist at that ref
+        ignored = self._ignore_rules(tree)
         found = []
         tree_any: Any = tree  # gitpython's traverse() overloads do not type a plain walk
-        items: Iterable[Any] = tree_any.traverse(prune=_hidden_folder)
+
+        def prune(item: Any, _depth: int) -> bool:
+            is_folder = item.type == "tree" and bool(item.path)  # the root comes as ""
+            return is_folder and ignored.folder(self._relative(item.path))
+
+        items: Iterable[Any] = tree_any.traverse(prune=prune)
         for item in items:
-            if item.type == "blob" and item.name.endswith((".yaml", ".yml")):
-                found.append((posixpath.relpath(item.path, self.prefix or "."), item.hexsha))
+            if item.type == "blob" and not ignored.file(self._relative(item.path)):
+                found.append((self._relative(item.path), item.hexsha))
         return sorted(found)
+
+    def _relative(self, path: str) -> str:
+        return posixpath.relpath(path, self.prefix or ".")
+
+    def _ignore_rules(self, tree: Any) -> Ignored:
+        """The state directory's .reconcileignore at this ref, as the working tree's is."""
+        try:
+            blob = tree / IGNORE_FILE
+        except KeyError:
+            return Ignored()
+        return Ignored.parse(self.read(blob.hexsha).decode("utf-8", errors="replace"))
+
+    def branch_name(self, ref: str) -> str | None:
+        """The branch a ref names: itself when it is a branch, else the checked-out one."""
+        if ref in {h.name for h in self.repo.heads}:
+            return ref
+        if ref == "HEAD" or self.commit == self.repo.head.commit:
+            return _branch(self.repo)
+        return None
 
     def read(self, sha: str) -> bytes:
         return bytes(self.repo.odb.stream(bytes.fromhex(sha)).read())
 
     def close(self) -> None:
         self.repo.close()
-
-
-def _hidden_folder(item: object, _depth: int) -> bool:
-    return getattr(item, "type", "") == "tree" and str(getattr(item, "name", "")).startswith(".")

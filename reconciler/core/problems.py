@@ -47,3 +47,7 @@ class Problem:
 
     def __str__(self) -> str:
         return f"{self.source}: {self.code} {self.message}"
+
+    def as_dict(self) -> dict[str, object]:
+        file, line, col = self.source
+        return {"file": file, "line": line, "col": col, "code": self.code, "message": self.message}

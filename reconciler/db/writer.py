@@ -224,8 +224,9 @@ class Writer:
                 ],
             )
 
-    def record(self, plan: Plan) -> None:
-        """What was applied: the summary, and each change by kind, key, action and field paths
+    def record(self, plan: Plan, actor: str | None = None) -> None:
+        """Who (`actor`: the CI actor or the local user) and what was applied: the summary,
+        and each change by kind, key, action and field paths
         (the values are in the rows themselves) up to RECORDED_CHANGES, and the runs."""
         changes = [
             {"kind": c.kind, "key": c.key, "action": c.action, "fields": list(c.paths)}
@@ -241,6 +242,7 @@ class Writer:
             {
                 "commit": plan.commit,
                 "ref": plan.ref,
+                "actor": actor,
                 "summary": Jsonb(plan.summary()),
                 "plan": Jsonb(
                     {
