@@ -8,6 +8,7 @@ import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import click
 import psycopg
 import pytest
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
@@ -229,10 +230,9 @@ def test_an_option_that_cannot_apply_is_refused_in_one_line(
     assert case.count("select count(*) from ops.projects") == 0
 
 
-def _all_commands(group: object, path: str = "reconcile") -> Iterator[tuple[str, object]]:
-    import click
-
-    assert isinstance(group, click.Command)
+def _all_commands(
+    group: click.Command, path: str = "reconcile"
+) -> Iterator[tuple[str, click.Command]]:
     yield path, group
     if isinstance(group, click.Group):
         for name, sub in group.commands.items():
@@ -240,12 +240,10 @@ def _all_commands(group: object, path: str = "reconcile") -> Iterator[tuple[str,
 
 
 def test_every_option_of_every_command_has_help() -> None:
-    import click
-
     missing = [
         f"{path} {max(p.opts, key=len)}"
         for path, command in _all_commands(cli)
-        for p in command.params  # type: ignore[attr-defined]
+        for p in command.params
         if isinstance(p, click.Option) and not p.help
     ]
     assert missing == []
