@@ -33,14 +33,14 @@ def run(
         user_errors("export"),
     ):
         migrations.require_current(migrations.read_status(conn))
-        with conn.transaction():
-            conn.execute("set transaction isolation level repeatable read, read only")
-            slugs = {str(slug) for (slug,) in conn.execute(query("project_slugs"))}
-            if unknown := sorted(set(projects) - slugs):
-                raise ReconcilerError(f"--project {unknown[0]}: no such project in the database")
-            groups: set[str] = set(projects) if projects else slugs | GLOBAL_GROUPS
-            actual = state.read(conn, groups)
-            rows = state.read_rows(conn, actual, list(actual.index))
+        conn.rollback()  # one snapshot for every read below
+        conn.execute("set transaction isolation level repeatable read, read only")
+        slugs = {str(slug) for (slug,) in conn.execute(query("project_slugs"))}
+        if unknown := sorted(set(projects) - slugs):
+            raise ReconcilerError(f"--project {unknown[0]}: no such project in the database")
+        groups: set[str] = set(projects) if projects else slugs | GLOBAL_GROUPS
+        actual = state.read(conn, groups)
+        rows = state.read_rows(conn, actual, list(actual.index))
     written = files_of(rows.values())
     for relative, text in written.items():
         _write(folder / relative, text)

@@ -185,20 +185,14 @@ def _reconcile(options: Options, *, commit: bool, expected: dict[str, Any] | Non
                 conn.execute("set transaction read only")
             advisory_xact_lock(conn, APPLY_LOCK_KEY, options.lock_timeout_s)
             groups = state.group_states(conn)
-            stale = stale_groups(wanted, groups)
-            if options.projects:
-                _require_known(options.projects, wanted, groups)
-                stale &= set(options.projects)
-                groups = {g: v for g, v in groups.items() if g in options.projects}
+            stale = _in_scope(options.projects, stale_groups(wanted, groups), wanted, groups)
             actual = state.read(conn, stale)
             desired = _desired(loaded, stale, actual, create_users=status.auth == "compatible")
             result = _plan(conn, desired, actual, git, run_entries)
             result = dataclasses.replace(result, database=target.description)
             _refuse_if_moved(result, expected)
             if commit:
-                kept = sum(
-                    g.managed for name, g in groups.items() if name not in stale and name in wanted
-                )
+                kept = _kept(groups, stale, wanted, options.projects)
                 _refuse_if_unsafe(result, desired, actual, kept, options.safety)
             if options.read_only and not commit:
                 return result
@@ -215,6 +209,28 @@ def _reconcile(options: Options, *, commit: bool, expected: dict[str, Any] | Non
 def _load(options: Options) -> files.LoadedFiles:
     cache = cache_dir() if options.use_cache else None
     return files.load(options.state_dir, cache, progress=options.progress)
+
+
+def _in_scope(
+    projects: tuple[str, ...], stale: set[str], wanted: dict[str, int], groups: dict[str, Any]
+) -> set[str]:
+    """With --project, only those projects' groups are compared (and can be pruned)."""
+    if not projects:
+        return stale
+    _require_known(projects, wanted, groups)
+    return stale & set(projects)
+
+
+def _kept(
+    groups: dict[str, Any], stale: set[str], wanted: dict[str, int], projects: tuple[str, ...]
+) -> int:
+    """Managed rows of the groups not compared that stay: those the files ask for, and with
+    --project those outside it (nothing there is pruned)."""
+    return sum(
+        g.managed
+        for name, g in groups.items()
+        if name not in stale and (name in wanted or (projects and name not in projects))
+    )
 
 
 def _require_known(
