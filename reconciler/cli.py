@@ -59,6 +59,15 @@ class Group(click.Group):
     command_class = Command
     group_class = type  # subgroups are Groups too
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        if not any(p.name == "debug" for p in self.params):
+            self.params.append(DEBUG_OPTION)
+
+    def invoke(self, ctx: click.Context) -> Any:
+        apply_cli_only(ctx, self)
+        return super().invoke(ctx)
+
 
 DEBUG_OPTION = CliOnly(
     ["--debug"], is_flag=True, help="Say what is done on stderr; tracebacks of unexpected errors."
