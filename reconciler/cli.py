@@ -86,9 +86,7 @@ def inherit(ctx: click.Context, command: click.Command) -> None:
             flag = _flag(parent.command, name)
             param = own.get(name)
             if param is None:
-                raise click.UsageError(
-                    f"{flag} is not an option of `{where}` (see `{where} --help`)"
-                )
+                raise click.UsageError(f"{flag} is not an option of `{where}`", ctx)
             ctx.params[name] = _merged(ctx, param, flag, value)
         parent = parent.parent
 
@@ -99,12 +97,12 @@ def _merged(ctx: click.Context, param: click.Parameter, flag: str, value: Any) -
     try:
         converted = param.type_cast_value(ctx, value)
     except click.BadParameter as exc:
-        raise click.UsageError(f"{flag} before `{ctx.command_path}`: {exc.message}") from None
+        raise click.UsageError(f"{flag} before `{ctx.command_path}`: {exc.message}", ctx) from None
     if param.multiple:
         return (*converted, *(ctx.params[param.name] if given else ()))
     if given and ctx.params[param.name] != converted:
         raise click.UsageError(
-            f"{flag} is given before and after `{ctx.command_path}` with different values"
+            f"{flag} is given before and after `{ctx.command_path}` with different values", ctx
         )
     return converted
 
@@ -112,7 +110,7 @@ def _merged(ctx: click.Context, param: click.Parameter, flag: str, value: Any) -
 def _flag(command: click.Command, name: str) -> str:
     for param in command.params:
         if param.name == name and isinstance(param, click.Option):
-            return max(param.opts, key=len)
+            return "/".join(param.opts)
     return name
 
 
@@ -675,7 +673,8 @@ def main(argv: list[str] | None = None) -> int:  # noqa: PLR0911  (one exit per 
         click.echo("error: aborted", err=True)
         return 1
     except click.ClickException as exc:
-        click.echo(f"error: {exc.format_message()} (see `reconcile --help`)", err=True)
+        where = exc.ctx.command_path if getattr(exc, "ctx", None) else "reconcile"  # type: ignore[attr-defined]
+        click.echo(f"error: {exc.format_message()} (see `{where} --help`)", err=True)
         return 1
     except Exception as exc:  # the last resort: one line, details only on request
         if debug:
