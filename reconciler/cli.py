@@ -110,7 +110,7 @@ def _merged(ctx: click.Context, param: click.Parameter, flag: str, value: Any) -
 def _flag(command: click.Command, name: str) -> str:
     for param in command.params:
         if param.name == name and isinstance(param, click.Option):
-            return "/".join(param.opts)
+            return "/".join(sorted(param.opts, key=len))
     return name
 
 

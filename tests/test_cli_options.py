@@ -213,10 +213,10 @@ def test_dry_run_before_apply_never_applies(case: Case) -> None:
     ("args", "said"),
     [
         (["--adopt", "db", "status"], "--adopt is not an option of `reconcile db status`"),
-        (["--yes", "plan"], "--yes is not an option of `reconcile plan`"),
+        (["--yes", "plan"], "-y/--yes is not an option of `reconcile plan`"),
         (["--read-only", "apply", "--yes"], "--read-only is not an option of `reconcile apply`"),
         (["apply", "--read-only", "--yes"], "No such option '--read-only'"),
-        (["-o", "markdown", "db", "status"], "--output before `reconcile db status`"),
+        (["-o", "markdown", "db", "status"], "-o/--output before `reconcile db status`"),
         (["-o", "json", "plan", "-o", "text"], "given before and after `reconcile plan`"),
         (["--read-only"], "--read-only is for plans"),
     ],
