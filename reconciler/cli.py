@@ -15,6 +15,7 @@ from click.core import ParameterSource
 from click.shell_completion import get_completion_class
 
 from reconciler import __version__
+from reconciler.commands import console as console_commands
 from reconciler.commands import db as db_commands
 from reconciler.commands import diff as diff_commands
 from reconciler.commands import export as export_commands
@@ -65,6 +66,10 @@ class Group(click.Group):
             self.params.append(DEBUG_OPTION)
 
     def invoke(self, ctx: click.Context) -> Any:
+        """A group run as a command itself (`reconcile history`, `reconcile console`) takes
+        the options written before it, as a command does."""
+        if ctx.parent is not None and not getattr(ctx, "_protected_args", None):
+            inherit(ctx, self)
         apply_cli_only(ctx, self)
         return super().invoke(ctx)
 
@@ -379,8 +384,6 @@ def history(ctx: click.Context, /, **_: Any) -> None:
     """Past applies, newest first: when, commit, ref, who (the CI actor and the database
     role), what changed. `reconcile history show ID`: the changes of one apply."""
     if ctx.invoked_subcommand is None:
-        inherit(ctx, ctx.command)
-        apply_cli_only(ctx, ctx.command)
         p = ctx.params
         sys.exit(
             history_commands.run(
@@ -502,6 +505,58 @@ def runs_cancel(
 def runs_cleanup(database_url: str | None, lock_timeout: float, log_days: int) -> None:
     """Delete expired artifacts and old logs."""
     sys.exit(runs_commands.cleanup(database_url, lock_timeout, log_days, echo))
+
+
+@cli.group("console", invoke_without_command=True)
+@database_options
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option(
+    "--port",
+    type=click.IntRange(1, 65535),
+    default=8080,
+    show_default=True,
+    help="Port to listen on.",
+)
+@click.option(
+    "--artifacts-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("artifacts"),
+    show_default=True,
+    help="Where the workers store artifacts (their --artifacts-dir); only files in it are served.",
+)
+@click.option(
+    "--jwks-url",
+    envvar="RECONCILE_CONSOLE_JWKS_URL",
+    metavar="URL",
+    help="Also accept tokens signed by these keys (Supabase's asymmetric JWT keys).",
+)
+@click.option(
+    "--secure-cookies", is_flag=True, help="Mark the session cookie Secure (behind HTTPS)."
+)
+@click.pass_context
+def console(
+    ctx: click.Context, /, database_url: str | None, lock_timeout: float, **opts: Any
+) -> None:
+    """Serve the web console: the fleet, projects, runs and their logs, per member."""
+    if ctx.invoked_subcommand is not None:
+        return
+    options = console_commands.ServeOptions(**opts)
+    sys.exit(console_commands.serve(database_url, lock_timeout, options, echo))
+
+
+@console.command("token")
+@database_options
+@click.option("--email", required=True, help="The user (auth.users) to sign in.")
+@click.option(
+    "--ttl",
+    type=int,
+    default=8 * 3600,
+    show_default=True,
+    help="Seconds the token is valid (60 to 604800).",
+)
+def console_token(database_url: str | None, lock_timeout: float, email: str, ttl: int) -> None:
+    """Print a short-lived sign-in token for a user (plain PostgreSQL, no Supabase)."""
+    sys.exit(console_commands.token(database_url, lock_timeout, email, ttl, echo))
 
 
 @cli.command("plan")

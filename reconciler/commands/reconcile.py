@@ -12,17 +12,21 @@ import getpass
 import json
 import os
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from reconciler import files, gitrepo
+from reconciler import checkout, files, gitrepo
 from reconciler.core import render
-from reconciler.core.desired import DesiredState, assemble
+from reconciler.core.desired import ANY_BRANCH, DesiredState, assemble
 from reconciler.core.plan import (
+    Code,
+    CodeHead,
     GitContext,
     Plan,
     Safety,
+    code_heads_wanted,
     collect,
     diff,
     needs_detail,
@@ -32,14 +36,16 @@ from reconciler.core.plan import (
 )
 from reconciler.core.problems import Problem
 from reconciler.core.saved import SAVED_FORMAT, moved, saved
-from reconciler.core.summary import RunEntry, combine, stale_groups
+from reconciler.core.summary import RunEntry, code_repositories, combine, stale_groups
 from reconciler.db import migrations, state
 from reconciler.db.connection import advisory_xact_lock, connect, lock_key, user_errors
 from reconciler.db.target import open_target
 from reconciler.db.writer import DatabaseRefused, Writer
-from reconciler.errors import ReconcilerError
+from reconciler.errors import CheckoutError, ReconcilerError
 
 APPLY_LOCK_KEY = lock_key("ops-reconciler:apply")
+HEAD_TIMEOUT_S = 20.0  # per `git ls-remote` of a project's code repository
+HEAD_LOOKUPS = 8  # at once
 Echo = Callable[[str], None]
 
 
@@ -169,6 +175,8 @@ def _reconcile(options: Options, *, commit: bool, expected: dict[str, Any] | Non
     if options.projects:
         run_entries = [e for e in run_entries if e[0][0] in options.projects]
     git = gitrepo.context(options.state_dir, options.ref)
+    defined = code_repositories(f.summary for f in loaded.files.values())
+    code = code_heads(defined, run_entries)
     with (
         open_target(
             options.database_url,
@@ -188,7 +196,8 @@ def _reconcile(options: Options, *, commit: bool, expected: dict[str, Any] | Non
             stale = _in_scope(options.projects, stale_groups(wanted, groups), wanted, groups)
             actual = state.read(conn, stale)
             desired = _desired(loaded, stale, actual, create_users=status.auth == "compatible")
-            result = _plan(conn, desired, actual, git, run_entries)
+            code = _with_database_projects(conn, code, set(defined), run_entries)
+            result = _plan(conn, desired, actual, git, (run_entries, code))
             result = dataclasses.replace(result, database=target.description)
             _refuse_if_moved(result, expected)
             if commit:
@@ -261,8 +270,10 @@ def _plan(
     desired: DesiredState,
     actual: state.ActualState,
     git: GitContext,
-    run_entries: list[RunEntry],
+    runs: tuple[list[RunEntry], Code],
 ) -> Plan:
+    """`runs`: the run entries of the files, and the projects' own code repositories."""
+    run_entries, code = runs
     rows = state.read_rows(conn, actual, needs_detail(desired, actual.index))
     changes = diff(desired, actual.index, rows)
     new_users = sorted(
@@ -272,10 +283,44 @@ def _plan(
             if c.kind == "membership" and c.identity[1].startswith("new:")
         }
     )
-    candidates = plan_runs(run_entries, git, set())
+    candidates = plan_runs(run_entries, git, set(), code)
     keys = [r.idempotency_key for r in candidates if r.idempotency_key]
-    runs = plan_runs(run_entries, git, state.existing_run_keys(conn, keys))
-    return Plan(tuple(changes), tuple(runs), git.commit, git.ref, tuple(new_users))
+    planned = plan_runs(run_entries, git, state.existing_run_keys(conn, keys), code)
+    return Plan(tuple(changes), tuple(planned), git.commit, git.ref, tuple(new_users))
+
+
+def code_heads(repositories: dict[str, str | None], run_entries: list[RunEntry]) -> Code:
+    """The heads of the branches that run workflows of projects with a code repository of
+    their own, asked of their remotes at once (before the apply's lock is taken)."""
+    own = {slug: url for slug, url in repositories.items() if url is not None}
+    wanted = code_heads_wanted(run_entries, own)
+    if not wanted:
+        return Code(own)
+    with ThreadPoolExecutor(min(len(wanted), HEAD_LOOKUPS)) as pool:
+        heads = dict(zip(wanted, pool.map(_head, wanted), strict=True))
+    return Code(own, heads)
+
+
+def _head(wanted: tuple[str, str]) -> CodeHead:
+    repository, runs_on = wanted
+    branch = None if runs_on == ANY_BRANCH else runs_on
+    try:
+        return CodeHead(checkout.remote_head(repository, branch, timeout_s=HEAD_TIMEOUT_S))
+    except CheckoutError as error:
+        return CodeHead(None, str(error))
+
+
+def _with_database_projects(
+    conn: state.Conn, code: Code, defined: set[str], run_entries: list[RunEntry]
+) -> Code:
+    """A standalone Workflow may belong to a project only the database holds (not `defined`
+    in the files): its code repository is the database's."""
+    others = sorted({identity[0] for identity, _ in run_entries} - defined)
+    found = {s: u for s, u in state.project_repositories(conn, others).items() if u is not None}
+    if not found:
+        return code
+    extra = code_heads(dict(found), run_entries)
+    return Code({**code.repositories, **found}, {**code.heads, **extra.heads})
 
 
 def _refuse_if_moved(result: Plan, expected: dict[str, Any] | None) -> None:

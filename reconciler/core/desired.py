@@ -124,6 +124,7 @@ def _project(document: Document) -> list[Resource]:
             "odoo_version": value["odoo_version"],
             "status": value.get("status", "active"),
             "config": value.get("config", {}),
+            **_optional(repository=value.get("repository")),
         },
         document.at(()),
     )
@@ -136,6 +137,12 @@ def _project(document: Document) -> list[Resource]:
         for i, spec in enumerate(value.get("members", []))
     ]
     return [project, *workflows, *members]
+
+
+def _optional(**fields: Any) -> dict[str, Any]:
+    """Fields added after v1 are compared only when set, so the digest of every resource
+    that does not use them stays what it was (no full re-read of a fleet after an upgrade)."""
+    return {name: value for name, value in fields.items() if value is not None}
 
 
 def _workflow(

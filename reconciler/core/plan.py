@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
 from reconciler.core import problems as codes
@@ -52,6 +52,24 @@ class GitContext:
     ref: str | None
     clean: bool
     reason: str | None = None  # why no run can be enqueued, when that is so
+    repository: str | None = None  # where workers fetch the state repository (no credentials)
+
+
+@dataclass(frozen=True)
+class CodeHead:
+    """A code repository's branch head, asked of the remote when the plan is made."""
+
+    commit: str | None
+    reason: str | None = None  # why it could not be told
+
+
+@dataclass(frozen=True)
+class Code:
+    """The projects whose code is in a repository of their own, and the heads of the
+    branches their workflows run on: (URL, branch or ANY_BRANCH) -> head."""
+
+    repositories: Mapping[str, str] = field(default_factory=dict)  # project slug -> URL
+    heads: Mapping[tuple[str, str], CodeHead] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -62,6 +80,10 @@ class RunRequest:
     idempotency_key: str | None
     action: str  # enqueue | exists | skip
     reason: str | None = None
+    commit: str | None = None  # the code's commit the run checks out
+    ref: str | None = None
+    repository: str | None = None  # where the worker fetches it
+    own_repository: bool = False  # the project's own code repository, not the state one
 
 
 @dataclass(frozen=True)
@@ -219,15 +241,29 @@ def changed_paths(before: Any, after: Any, prefix: str = "") -> list[str]:
 
 
 def plan_runs(
-    entries: Iterable[tuple[Identity, str]], git: GitContext, existing_keys: set[str]
+    entries: Iterable[tuple[Identity, str]],
+    git: GitContext,
+    existing_keys: set[str],
+    code: Code | None = None,
 ) -> list[RunRequest]:
-    """One run per commit for each enabled `on: [push]` workflow whose git_ref is the ref.
-    `entries`: (workflow identity, the branch whose pushes run it, or ANY_BRANCH)."""
-    return [
-        _run(identity, git, existing_keys)
-        for identity, runs_on in entries
-        if runs_on in (ANY_BRANCH, git.ref)
-    ]
+    """One run per commit for each enabled `on: [push]` workflow: of the state repository when
+    its git_ref is the ref applied, or of the project's own code repository (`code`) at the
+    head of its git_ref. `entries`: (workflow identity, its git_ref, or ANY_BRANCH)."""
+    code = code or Code()
+    runs = []
+    for identity, runs_on in entries:
+        if identity[0] in code.repositories:
+            runs.append(_code_run(identity, runs_on, code, git, existing_keys))
+        elif runs_on in (ANY_BRANCH, git.ref):
+            runs.append(_run(identity, git, existing_keys))
+    return runs
+
+
+def code_heads_wanted(
+    entries: Iterable[tuple[Identity, str]], repositories: Mapping[str, str]
+) -> list[tuple[str, str]]:
+    """The (URL, branch) pairs whose heads `plan_runs` needs, each once, sorted."""
+    return sorted({(repositories[i[0]], runs_on) for i, runs_on in entries if i[0] in repositories})
 
 
 def idempotency_key(commit: str, workflow_key: str) -> str:
@@ -241,7 +277,28 @@ def _run(identity: Identity, git: GitContext, existing_keys: set[str]) -> RunReq
         return RunRequest(identity[0], workflow, identity, None, "skip", git.reason or "no commit")
     key = idempotency_key(git.commit, workflow)
     action = "exists" if key in existing_keys else "enqueue"
-    return RunRequest(identity[0], workflow, identity, key, action)
+    return RunRequest(
+        identity[0], workflow, identity, key, action, None, git.commit, git.ref, git.repository
+    )
+
+
+def _code_run(
+    identity: Identity, runs_on: str, code: Code, git: GitContext, existing_keys: set[str]
+) -> RunRequest:
+    """Keyed by the code's commit: a new head of the code repository is one run, however
+    many applies see it. The state files must be committed (they hold the steps)."""
+    repository = code.repositories[identity[0]]
+    head = code.heads.get((repository, runs_on), CodeHead(None, "its head was not resolved"))
+    workflow = resource_key("workflow", identity)
+    reason = (git.reason or "no commit") if git.commit is None or not git.clean else head.reason
+    if head.commit is None or reason:
+        return RunRequest(identity[0], workflow, identity, None, "skip", reason or "no commit")
+    key = idempotency_key(head.commit, workflow)
+    action = "exists" if key in existing_keys else "enqueue"
+    ref = None if runs_on == ANY_BRANCH else runs_on
+    return RunRequest(
+        identity[0], workflow, identity, key, action, None, head.commit, ref, repository, True
+    )
 
 
 def resolve_members(

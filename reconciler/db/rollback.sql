@@ -26,6 +26,10 @@ drop function if exists ops.current_user_id();
 drop function if exists ops.current_user_role(uuid);
 drop function if exists ops.is_project_member(uuid);
 drop function if exists ops.is_run_visible(uuid);
+-- 0016 (console), beside the membership functions they use
+drop function if exists ops.console_fleet(text, text, text, integer);
+drop function if exists ops.console_project_members(uuid);
+drop function if exists ops.console_applies(integer, timestamptz);
 drop function if exists ops.assign_run_number();
 drop function if exists ops.validate_run_insert();
 drop function if exists ops.validate_run_status_transition();
@@ -44,6 +48,16 @@ drop function if exists ops.finish_run(uuid, uuid, integer, text);
 drop function if exists ops.cancel_run(uuid, text);
 drop function if exists ops.leased_run(uuid, uuid, text[]);
 drop function if exists ops.notify_runs_queued();
+-- 0014 (pipelines)
+drop function if exists ops.require_run_operator(uuid, text);
+drop function if exists ops.record_run_created();
+drop function if exists ops.fill_run_commit();
+drop function if exists ops.request_run(uuid, text, text);
+drop function if exists ops.retry_run(uuid);
+drop function if exists ops.request_cancel(uuid, text);
+-- 0012 (checkout)
+drop function if exists ops.fill_run_code();
+drop function if exists ops.is_safe_repository_url(text);
 
 drop view if exists ops.agent_runs_v;
 drop view if exists ops.agent_run_logs_v;

@@ -95,6 +95,7 @@ def _projects(conn: Conn, ids: list[Any]) -> list[Row]:
         version,
         status,
         config,
+        repository,
         managed,
     ) in conn.execute(query("read_projects"), {"ids": ids}):
         fields = {
@@ -106,6 +107,8 @@ def _projects(conn: Conn, ids: list[Any]) -> list[Row]:
             "status": status,
             "config": config,
         }
+        if repository is not None:  # compared only when set, as the files do (desired.py)
+            fields["repository"] = repository
         rows.append(Row("project", (slug,), id_, fields, managed, slug))
     return rows
 
@@ -223,3 +226,10 @@ def existing_run_keys(conn: Conn, keys: list[str]) -> set[str]:
     if not keys:
         return set()
     return {k for (k,) in conn.execute(query("existing_run_keys"), {"keys": keys})}
+
+
+def project_repositories(conn: Conn, slugs: list[str]) -> dict[str, str | None]:
+    """The `repository` of projects in the database, by slug (None: the state repository)."""
+    if not slugs:
+        return {}
+    return dict(conn.execute(query("project_repositories"), {"slugs": slugs}).fetchall())

@@ -17,7 +17,7 @@ from psycopg.types.json import Jsonb
 
 from reconciler.core import problems as codes
 from reconciler.core.desired import DesiredState
-from reconciler.core.plan import Change, Plan
+from reconciler.core.plan import Change, Plan, RunRequest
 from reconciler.core.problems import Problem, Source
 from reconciler.db.queries import query
 from reconciler.db.state import ActualState, workflow_ids
@@ -137,6 +137,7 @@ class Writer:
                 f["odoo_version"],
                 f["status"],
                 f["config"],
+                f.get("repository"),
                 MANAGER,
                 digest,
             )
@@ -179,6 +180,8 @@ class Writer:
 
     def _update_values(self, change: Change) -> dict[str, Any]:
         values = dict(change.after or {})
+        if change.kind == "project":
+            values.setdefault("repository", None)  # written only when set (desired.py)
         if "config" in values:
             values["config"] = Jsonb(values["config"])
         return {
@@ -199,30 +202,30 @@ class Writer:
         with self.conn.cursor() as cursor:
             cursor.executemany(
                 query("enqueue_run"),
-                [
-                    {
-                        "project_id": self.project_ids[run.project],
-                        "workflow_id": self.workflow_ids[run.identity],
-                        "key": run.idempotency_key,
-                        "metadata": Jsonb(
-                            {
-                                "commit": plan.commit,
-                                "ref": plan.ref,
-                                "trigger": "push",
-                                "workflow": run.workflow,
-                            }
-                        ),
-                    }
-                    for run in enqueued
-                ],
+                [self._run_row(run, plan) for run in enqueued],
             )
             cursor.executemany(
                 query("set_workflow_commit"),
-                [
-                    {"commit": plan.commit, "id": self.workflow_ids[run.identity]}
-                    for run in enqueued
-                ],
+                [{"commit": run.commit, "id": self.workflow_ids[run.identity]} for run in enqueued],
             )
+
+    def _run_row(self, run: RunRequest, plan: Plan) -> dict[str, Any]:
+        metadata = {
+            "commit": run.commit,
+            "ref": run.ref,
+            "trigger": "push",
+            "workflow": run.workflow,
+        }
+        if run.own_repository:  # the state commit that enqueued it, for the record
+            metadata |= {"state_commit": plan.commit, "state_ref": plan.ref}
+        return {
+            "project_id": self.project_ids[run.project],
+            "workflow_id": self.workflow_ids[run.identity],
+            "key": run.idempotency_key,
+            "metadata": Jsonb(metadata),
+            "repository": run.repository,
+            "commit": run.commit,
+        }
 
     def record(self, plan: Plan, actor: str | None = None) -> None:
         """Who (`actor`: the CI actor or the local user) and what was applied: the summary,

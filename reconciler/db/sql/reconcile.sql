@@ -69,7 +69,7 @@ join unnest(%(slugs)s::text[], %(types)s::text[], %(names)s::text[]) as wanted(s
 -- The full content of the rows the diff needs, by id.
 
 -- name: read_projects
-select id, slug, workspace_key, name, description, odoo_version, status, config,
+select id, slug, workspace_key, name, description, odoo_version, status, config, repository,
        managed_by is not null as managed
 from ops.projects
 where id = any(%(ids)s::uuid[])
@@ -115,19 +115,22 @@ copy auth.users (email) from stdin
 -- name: user_ids
 select id::text, lower(email) from auth.users where lower(email) = any(%(emails)s)
 
+-- name: project_repositories
+select slug, repository from ops.projects where slug = any(%(slugs)s)
+
 -- name: project_ids
 select slug, id::text from ops.projects where slug = any(%(slugs)s)
 
 -- name: create_projects
 copy ops.projects (slug, workspace_key, name, description, odoo_version, status, config,
-                   managed_by, spec_hash)
+                   repository, managed_by, spec_hash)
 from stdin
 
 -- name: update_project
 update ops.projects
 set workspace_key = %(workspace_key)s, name = %(name)s, description = %(description)s,
     odoo_version = %(odoo_version)s, status = %(status)s, config = %(config)s,
-    managed_by = %(managed_by)s, spec_hash = %(spec_hash)s, updated_at = now()
+    repository = %(repository)s, managed_by = %(managed_by)s, spec_hash = %(spec_hash)s, updated_at = now()
 where id = %(id)s
 
 -- name: create_workflows
@@ -183,8 +186,9 @@ where id = %(id)s
 delete from ops.upgrade_advisories where id = any(%(ids)s::uuid[])
 
 -- name: enqueue_run
-insert into ops.runs (project_id, workflow_id, idempotency_key, metadata)
-values (%(project_id)s, %(workflow_id)s, %(key)s, %(metadata)s)
+insert into ops.runs (project_id, workflow_id, idempotency_key, metadata, repository_url,
+                      commit_sha)
+values (%(project_id)s, %(workflow_id)s, %(key)s, %(metadata)s, %(repository)s, %(commit)s)
 on conflict (idempotency_key) do nothing
 
 -- name: set_workflow_commit
