@@ -119,8 +119,9 @@ class GitTree:
         tree_any: Any = tree  # gitpython's traverse() overloads do not type a plain walk
 
         def prune(item: Any, _depth: int) -> bool:
-            is_folder = item.type == "tree" and bool(item.path)  # the root comes as ""
-            return is_folder and ignored.folder(self._relative(item.path))
+            if item.type != "tree" or item.path in ("", self.prefix):  # the state dir itself
+                return False
+            return ignored.folder(self._relative(item.path))
 
         items: Iterable[Any] = tree_any.traverse(prune=prune)
         for item in items:

@@ -37,4 +37,5 @@ class Ignored:
 
 
 def _hidden(relative: str) -> bool:
-    return posixpath.basename(relative).startswith(".")
+    name = posixpath.basename(relative)
+    return name.startswith(".") and name not in (".", "..")

@@ -340,3 +340,20 @@ def test_progress_shows_on_a_terminal_only(tmp_path: Path) -> None:
     assert process.wait(timeout=120) == 0
     if time.monotonic() - started > 3:  # the line appears after a second of parsing only
         assert b"parsing files: " in seen
+
+
+def test_diff_skips_hidden_and_ignored_files_in_a_subfolder(tmp_path: Path) -> None:
+    """At a git ref as on disk: the state directory's .reconcileignore and hidden files."""
+    repo = Repo(tmp_path / "odoo")
+    repo.write("ops/tools.yaml", (ROOT / "examples/projects/catalog/tools.yaml").read_text())
+    repo.write("ops/.reconcileignore", "compose.yml\n")
+    repo.commit("base")
+    repo.git("branch", "base")
+    repo.write("ops/compose.yml", "services: {}\n")
+    repo.write("ops/.pre-commit-config.yaml", "repos: []\n")
+    text = (repo.root / "ops/tools.yaml").read_text()
+    repo.write("ops/tools.yaml", text.replace("nginx:1.27-alpine", "nginx:1.28-alpine"))
+    repo.commit("bump nginx")
+    done = cli("diff", "-C", str(repo.root / "ops"), "--base", "base", "--head", "HEAD")
+    assert done.code == 0, done.stderr
+    assert "~ tool nginx@1.27" in done.stdout and "E103" not in done.stderr
