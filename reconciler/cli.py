@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 import traceback
@@ -10,24 +11,146 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import click
+from click.core import ParameterSource
+from click.shell_completion import get_completion_class
 
 from reconciler import __version__
 from reconciler.commands import console as console_commands
 from reconciler.commands import db as db_commands
 from reconciler.commands import diff as diff_commands
+from reconciler.commands import export as export_commands
 from reconciler.commands import history as history_commands
+from reconciler.commands import init as init_commands
+from reconciler.commands import progress
 from reconciler.commands import reconcile as reconcile_commands
 from reconciler.commands import runs as runs_commands
 from reconciler.core.plan import Safety
 from reconciler.core.problems import Problem
-from reconciler.db import secrets
+from reconciler.db import secrets, target
 from reconciler.errors import ReconcilerError
 
 F = TypeVar("F", bound=Callable[..., Any])
 DEFAULT_LOCK_TIMEOUT_S = 30.0
+log = logging.getLogger("reconciler")
 
 
-def database_options(func: F) -> F:
+class CliOnly(click.Option):
+    """An option the command line layer consumes itself (the callback never sees it)."""
+
+
+class Command(click.Command):
+    """Every `reconcile` command. Options written before the command's name (on `reconcile`
+    or on a group) are options of the command: honoured when the command has them, refused
+    in one line when it has not, never ignored. Adding a command needs nothing more than
+    `@cli.command(...)` (or `@<group>.command(...)`) and its options."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.params.append(DEBUG_OPTION)
+
+    def invoke(self, ctx: click.Context) -> Any:
+        inherit(ctx, self)
+        apply_cli_only(ctx, self)
+        return super().invoke(ctx)
+
+
+class Group(click.Group):
+    """A group whose commands (and subgroups) are Commands."""
+
+    command_class = Command
+    group_class = type  # subgroups are Groups too
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        if not any(p.name == "debug" for p in self.params):
+            self.params.append(DEBUG_OPTION)
+
+    def invoke(self, ctx: click.Context) -> Any:
+        """A group run as a command itself (`reconcile history`, `reconcile console`) takes
+        the options written before it, as a command does."""
+        if ctx.parent is not None and not getattr(ctx, "_protected_args", None):
+            inherit(ctx, self)
+        apply_cli_only(ctx, self)
+        return super().invoke(ctx)
+
+
+DEBUG_OPTION = CliOnly(
+    ["--debug"], is_flag=True, help="Say what is done on stderr; tracebacks of unexpected errors."
+)
+
+
+def inherit(ctx: click.Context, command: click.Command) -> None:
+    """Give the command the options written on the groups before it."""
+    own = {p.name: p for p in command.params if p.name}
+    where = ctx.command_path
+    parent = ctx.parent
+    while parent is not None:
+        for name, value in parent.params.items():
+            if parent.get_parameter_source(name) is not ParameterSource.COMMANDLINE:
+                continue
+            flag = _flag(parent.command, name)
+            param = own.get(name)
+            if param is None:
+                raise click.UsageError(f"{flag} is not an option of `{where}`", ctx)
+            ctx.params[name] = _merged(ctx, param, flag, value)
+        parent = parent.parent
+
+
+def _merged(ctx: click.Context, param: click.Parameter, flag: str, value: Any) -> Any:
+    assert param.name is not None
+    given = ctx.get_parameter_source(param.name) is ParameterSource.COMMANDLINE
+    try:
+        converted = param.type_cast_value(ctx, value)
+    except click.BadParameter as exc:
+        raise click.UsageError(f"{flag} before `{ctx.command_path}`: {exc.message}", ctx) from None
+    if param.multiple:
+        return (*converted, *(ctx.params[param.name] if given else ()))
+    if given and ctx.params[param.name] != converted:
+        raise click.UsageError(
+            f"{flag} is given before and after `{ctx.command_path}` with different values", ctx
+        )
+    return converted
+
+
+def _flag(command: click.Command, name: str) -> str:
+    for param in command.params:
+        if param.name == name and isinstance(param, click.Option):
+            return "/".join(sorted(param.opts, key=len))
+    return name
+
+
+def apply_cli_only(ctx: click.Context, command: click.Command) -> None:
+    """Consume the CliOnly options: --debug, and -C of the commands without files (the
+    repository whose embedded database to use)."""
+    if ctx.params.get("debug"):
+        logging.basicConfig(stream=sys.stderr, format="debug: %(message)s")
+        log.setLevel(logging.DEBUG)
+    if isinstance(ctx.params.get("state_dir"), Path):
+        target.use_repository(ctx.params["state_dir"])
+    for param in command.params:
+        if isinstance(param, CliOnly) and param.name:
+            ctx.params.pop(param.name, None)
+
+
+def state_dir_option(func: F, *, cli_only: bool = False) -> F:
+    help_text = (
+        "The repository whose embedded database to use (default: the current folder's)."
+        if cli_only
+        else "The state directory with the YAML files."
+    )
+    return click.option(
+        "-C",
+        "--dir",
+        "state_dir",
+        cls=CliOnly if cli_only else click.Option,
+        type=click.Path(exists=True, file_okay=False, path_type=Path),
+        default=Path("."),
+        show_default=True,
+        help=help_text,
+    )(func)
+
+
+def connection_options(func: F) -> F:
     func = click.option(
         "--lock-timeout",
         type=click.FloatRange(min=0.001),
@@ -41,13 +164,19 @@ def database_options(func: F) -> F:
         envvar="DATABASE_URL",
         metavar="URL",
         callback=_secret_url,
-        help="PostgreSQL URL (default: DATABASE_URL, else the embedded server).",
+        help="PostgreSQL URL (default: DATABASE_URL, else the repository's embedded database).",
     )(func)
 
 
 def _secret_url(_ctx: click.Context, _param: click.Parameter, value: str | None) -> str | None:
     secrets.remember(value)
     return value
+
+
+def database_options(func: F) -> F:
+    """The options of a command that works on a database and no files: the database, and
+    `-C`, the repository whose embedded database it is (consumed here, never passed on)."""
+    return state_dir_option(connection_options(func), cli_only=True)
 
 
 def echo(text: str) -> None:
@@ -59,71 +188,77 @@ def echo_error(text: str) -> None:
     click.echo(secrets.redact(text), err=True)
 
 
-def state_dir_option(func: F) -> F:
+def output_option(*choices: str) -> Callable[[F], F]:
     return click.option(
-        "-C",
-        "--dir",
-        "state_dir",
-        type=click.Path(exists=True, file_okay=False, path_type=Path),
-        default=Path("."),
+        "--output",
+        "-o",
+        type=click.Choice(list(choices)),
+        default=choices[0],
         show_default=True,
-        help="The state directory with the YAML files.",
+        help="The output format.",
+    )
+
+
+def project_option(func: F) -> F:
+    return click.option(
+        "--project",
+        "projects",
+        metavar="SLUG",
+        multiple=True,
+        help="Only this project's changes and runs; nothing outside it is pruned (repeatable).",
     )(func)
 
 
-def plan_options(func: F) -> F:
-    for option in reversed(
-        [
-            click.option(
-                "--output",
-                "-o",
-                type=click.Choice(["text", "json", "markdown"]),
-                default="text",
-                show_default=True,
-            ),
-            click.option(
-                "--detailed-exitcode",
-                is_flag=True,
-                help="Exit 2 when there are changes, 0 when there are none.",
-            ),
-            click.option(
-                "--ref",
-                metavar="BRANCH",
-                help="The branch being reconciled (default: git, or the CI's variables).",
-            ),
-            click.option(
-                "--adopt",
-                is_flag=True,
-                help="Take over rows with the same key that reconcile does not manage.",
-            ),
-            click.option(
-                "--max-prune",
-                type=click.IntRange(min=0),
-                default=None,
-                help="Refuse to prune more than this many resources.",
-            ),
-            click.option(
-                "--allow-prune-all",
-                is_flag=True,
-                help="Allow a plan that prunes every managed resource.",
-            ),
-            click.option("--no-cache", is_flag=True, help="Parse every file again."),
-            click.option(
-                "--markdown-limit",
-                type=click.IntRange(min=2000),
-                default=65535,
-                show_default=True,
-                help="Longest Markdown output, in characters.",
-            ),
+def plan_options(func: F, *, read_only: bool = True) -> F:
+    options = [
+        output_option("text", "json", "markdown"),
+        click.option(
+            "--detailed-exitcode",
+            is_flag=True,
+            help="Exit 2 when there are changes, 0 when there are none.",
+        ),
+        click.option(
+            "--ref",
+            metavar="BRANCH",
+            help="The branch being reconciled (default: git, or the CI's variables).",
+        ),
+        click.option(
+            "--adopt",
+            is_flag=True,
+            help="Take over rows with the same key that reconcile does not manage.",
+        ),
+        click.option(
+            "--max-prune",
+            type=click.IntRange(min=0),
+            default=None,
+            help="Refuse to prune more than this many resources.",
+        ),
+        click.option(
+            "--allow-prune-all",
+            is_flag=True,
+            help="Allow a plan that prunes every managed resource.",
+        ),
+        click.option("--no-cache", is_flag=True, help="Parse every file again."),
+        click.option(
+            "--markdown-limit",
+            type=click.IntRange(min=2000),
+            default=65535,
+            show_default=True,
+            help="Longest Markdown output, in characters.",
+        ),
+        project_option,
+    ]
+    if read_only:
+        options.append(
             click.option(
                 "--read-only",
                 is_flag=True,
-                help="plan: do not execute the writes (for a read-only database user).",
-            ),
-        ]
-    ):
+                help="Do not execute the writes (for a read-only database user).",
+            )
+        )
+    for option in reversed(options):
         func = option(func)
-    return state_dir_option(database_options(func))
+    return state_dir_option(connection_options(func))
 
 
 def options_from(params: dict[str, Any]) -> reconcile_commands.Options:
@@ -137,8 +272,10 @@ def options_from(params: dict[str, Any]) -> reconcile_commands.Options:
         safety=Safety(params["adopt"], params["max_prune"], params["allow_prune_all"]),
         use_cache=not params["no_cache"],
         colour=_colour(params["output"]),
-        read_only=params["read_only"],
+        read_only=params.get("read_only", False),
         markdown_limit=params["markdown_limit"],
+        projects=tuple(params["projects"]),
+        progress=progress.for_terminal(),
     )
 
 
@@ -161,40 +298,75 @@ def confirmation(yes: bool) -> Callable[[str], bool] | None:
     return lambda question: click.confirm(question, default=False)
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]}, invoke_without_command=True)
+def apply_options(func: F) -> F:
+    func = click.option("--yes", "-y", is_flag=True, help="Apply without asking.")(func)
+    func = click.option(
+        "--dry-run", is_flag=True, help="Show the plan only (the same as `reconcile plan`)."
+    )(func)
+    return plan_options(func, read_only=False)
+
+
+@click.group(
+    cls=Group,
+    context_settings={"help_option_names": ["-h", "--help"]},
+    invoke_without_command=True,
+)
 @click.version_option(__version__, prog_name="reconcile")
-@click.option("--debug", is_flag=True, help="Show tracebacks of unexpected errors.")
-@click.option("--dry-run", is_flag=True, help="Show the plan only (the same as `reconcile plan`).")
-@click.option("--yes", "-y", is_flag=True, help="Apply without asking.")
-@plan_options
+@click.option(
+    "--debug", is_flag=True, help="Say what is done on stderr; tracebacks of unexpected errors."
+)
+@click.option(
+    "--read-only",
+    is_flag=True,
+    help="With --dry-run or `plan`: do not execute the writes (a read-only database user).",
+)
+@apply_options
 @click.pass_context
 def cli(ctx: click.Context, /, debug: bool, dry_run: bool, yes: bool, **params: Any) -> None:
     """GitOps control plane for self-hosted Odoo environments.
 
     Without a command: apply the state directory to the database (`--dry-run`: show the plan).
+    The options before a command are that command's options.
     """
+    if debug:
+        apply_cli_only(ctx, ctx.command)
     if ctx.invoked_subcommand is not None:
         return
+    target.use_repository(params["state_dir"])
     options = options_from(params)
     if dry_run:
         sys.exit(reconcile_commands.plan(options, echo))
+    if options.read_only:
+        raise ReconcilerError("--read-only is for plans: add --dry-run, or use `reconcile plan`")
     sys.exit(reconcile_commands.apply(options, echo, confirmation(yes)))
 
 
 @cli.command("validate")
 @state_dir_option
-def validate(state_dir: Path) -> None:
+@output_option("text", "json")
+@click.option("--no-cache", is_flag=True, help="Parse every file again.")
+def validate(state_dir: Path, output: str, no_cache: bool) -> None:
     """Check the files (schema and cross-references), without a database."""
-    sys.exit(reconcile_commands.validate(reconcile_commands.Options(state_dir=state_dir), echo))
+    options = reconcile_commands.Options(
+        state_dir=state_dir, output=output, use_cache=not no_cache, progress=progress.for_terminal()
+    )
+    sys.exit(reconcile_commands.validate(options, echo))
 
 
 @cli.command("diff")
 @click.option("--base", required=True, metavar="REF", help="The git ref to compare from.")
 @click.option("--head", metavar="REF", help="The git ref to compare to (default: the files).")
 @state_dir_option
-@click.option("--output", "-o", type=click.Choice(["text", "json", "markdown"]), default="text")
+@output_option("text", "json", "markdown")
 @click.option("--detailed-exitcode", is_flag=True, help="Exit 2 when there are changes.")
-@click.option("--markdown-limit", type=click.IntRange(min=2000), default=65535)
+@click.option(
+    "--markdown-limit",
+    type=click.IntRange(min=2000),
+    default=65535,
+    show_default=True,
+    help="Longest Markdown output, in characters.",
+)
+@click.option("--no-cache", is_flag=True, help="Parse every file of the working tree again.")
 def diff(**params: Any) -> None:
     """What the files change between two git refs, with no database (a pull request's diff)."""
     options = reconcile_commands.Options(
@@ -203,18 +375,42 @@ def diff(**params: Any) -> None:
         detailed_exitcode=params["detailed_exitcode"],
         colour=_colour(params["output"]),
         markdown_limit=params["markdown_limit"],
+        use_cache=not params["no_cache"],
     )
     refs = diff_commands.Refs(params["base"], params["head"])
     sys.exit(diff_commands.run(options, refs, echo))
 
 
-@cli.command("history")
+@cli.group(cls=Group, invoke_without_command=True)
 @database_options
-@click.option("--limit", type=click.IntRange(min=1), default=20, show_default=True)
-@click.option("--output", "-o", type=click.Choice(["text", "json"]), default="text")
-def history(database_url: str | None, lock_timeout: float, limit: int, output: str) -> None:
-    """Past applies, newest first: when, commit, ref, who, what changed."""
-    sys.exit(history_commands.run(database_url, lock_timeout, limit, output, echo))
+@click.option(
+    "--limit",
+    type=click.IntRange(min=1),
+    default=20,
+    show_default=True,
+    help="How many applies to list.",
+)
+@output_option("text", "json")
+@click.pass_context
+def history(ctx: click.Context, /, **_: Any) -> None:
+    """Past applies, newest first: when, commit, ref, who (the CI actor and the database
+    role), what changed. `reconcile history show ID`: the changes of one apply."""
+    if ctx.invoked_subcommand is None:
+        p = ctx.params
+        sys.exit(
+            history_commands.run(
+                p["database_url"], p["lock_timeout"], p["limit"], p["output"], echo
+            )
+        )
+
+
+@history.command("show")
+@database_options
+@output_option("text", "json")
+@click.argument("apply_id")
+def history_show(database_url: str | None, lock_timeout: float, output: str, apply_id: str) -> None:
+    """What one apply changed (APPLY_ID: from `reconcile history`; a prefix is enough)."""
+    sys.exit(history_commands.show(database_url, lock_timeout, apply_id, output, echo))
 
 
 @cli.command("worker")
@@ -247,6 +443,7 @@ def history(database_url: str | None, lock_timeout: float, limit: int, output: s
     type=click.Path(file_okay=False, path_type=Path),
     default=Path("artifacts"),
     show_default=True,
+    help="Where the runs' artifacts are kept.",
 )
 @click.option(
     "--executor",
@@ -283,13 +480,20 @@ def runs() -> None:
 
 @runs.command("list")
 @database_options
-@click.option("--project")
+@click.option("--project", metavar="SLUG", help="Only this project's runs.")
 @click.option(
     "--status",
     type=click.Choice(["queued", "claimed", "running", "succeeded", "failed", "canceled"]),
+    help="Only runs in this state.",
 )
-@click.option("--limit", type=click.IntRange(min=1), default=50, show_default=True)
-@click.option("--output", "-o", type=click.Choice(["text", "json"]), default="text")
+@click.option(
+    "--limit",
+    type=click.IntRange(min=1),
+    default=50,
+    show_default=True,
+    help="How many runs to list.",
+)
+@output_option("text", "json")
 def runs_list(database_url: str | None, lock_timeout: float, **filters: Any) -> None:
     """Runs, newest first."""
     sys.exit(runs_commands.list_runs(database_url, lock_timeout, filters, echo))
@@ -315,7 +519,7 @@ def runs_logs(database_url: str | None, lock_timeout: float, run_id: str, follow
 @runs.command("cancel")
 @database_options
 @click.argument("run_id")
-@click.option("--reason")
+@click.option("--reason", help="Why, recorded with the run.")
 def runs_cancel(
     database_url: str | None, lock_timeout: float, run_id: str, reason: str | None
 ) -> None:
@@ -341,7 +545,13 @@ def runs_cleanup(database_url: str | None, lock_timeout: float, log_days: int) -
 @cli.group("console", invoke_without_command=True)
 @database_options
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
-@click.option("--port", type=click.IntRange(1, 65535), default=8080, show_default=True)
+@click.option(
+    "--port",
+    type=click.IntRange(1, 65535),
+    default=8080,
+    show_default=True,
+    help="Port to listen on.",
+)
 @click.option(
     "--artifacts-dir",
     type=click.Path(file_okay=False, path_type=Path),
@@ -394,24 +604,80 @@ def console_token(database_url: str | None, lock_timeout: float, email: str, ttl
 )
 def plan(save_to: Path | None, **params: Any) -> None:
     """Show what apply would change; changes nothing (the writes are rolled back)."""
-    sys.exit(reconcile_commands.plan(options_from(params), echo, save_to))
+    sys.exit(reconcile_commands.plan(options_from(params), echo, save_to, say=say))
 
 
 @cli.command("apply")
-@plan_options
-@click.option("--yes", "-y", is_flag=True, help="Apply without asking.")
+@apply_options
 @click.argument(
     "plan_file", required=False, type=click.Path(exists=True, dir_okay=False, path_type=Path)
 )
-def apply(yes: bool, plan_file: Path | None, **params: Any) -> None:
+def apply(yes: bool, dry_run: bool, plan_file: Path | None, **params: Any) -> None:
     """Apply the files to the database in one transaction.
 
     With PLAN_FILE (from `reconcile plan --out`): apply exactly that plan, or refuse it if the
     database or the files changed since it was made.
     """
+    options = options_from(params)
+    if dry_run:
+        if plan_file is not None:
+            raise ReconcilerError("--dry-run shows a plan; a saved plan is shown by its file")
+        sys.exit(reconcile_commands.plan(options, echo))
     if plan_file is not None:
-        sys.exit(reconcile_commands.apply_saved(options_from(params), plan_file, echo))
-    sys.exit(reconcile_commands.apply(options_from(params), echo, confirmation(yes)))
+        sys.exit(reconcile_commands.apply_saved(options, plan_file, echo))
+    sys.exit(reconcile_commands.apply(options, echo, confirmation(yes)))
+
+
+@cli.command("export")
+@click.option(
+    "-C",
+    "--dir",
+    "state_dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("."),
+    show_default=True,
+    help="The folder to write the YAML files into (created if missing).",
+)
+@connection_options
+@project_option
+def export(
+    state_dir: Path, database_url: str | None, lock_timeout: float, projects: tuple[str, ...]
+) -> None:
+    """Write the YAML files of the rows a database already holds (then `plan --adopt`)."""
+    sys.exit(export_commands.run(state_dir, database_url, lock_timeout, projects, echo))
+
+
+@cli.command("init")
+@click.argument(
+    "folder", required=False, type=click.Path(file_okay=False, path_type=Path), default=Path(".")
+)
+def init(folder: Path) -> None:
+    """Start a state directory in FOLDER (default: here): a sample project, schema modelines,
+    the ignore file, the CI workflows and a pre-commit config."""
+    sys.exit(init_commands.run(folder, echo))
+
+
+@cli.command("schema")
+@click.option(
+    "--out",
+    "folder",
+    type=click.Path(file_okay=False, path_type=Path),
+    required=True,
+    help="The folder to write the JSON Schemas into (created if missing).",
+)
+def schema(folder: Path) -> None:
+    """Write the JSON Schemas (one per kind, and ops-reconciler.json for any file)."""
+    sys.exit(init_commands.write_schemas(folder, echo))
+
+
+@cli.command("completion")
+@click.argument("shell", type=click.Choice(["bash", "zsh", "fish"]))
+def completion(shell: str) -> None:
+    """Print the shell completion script: `eval "$(reconcile completion bash)"` in ~/.bashrc
+    (zsh: the same in ~/.zshrc; fish: into ~/.config/fish/completions/reconcile.fish)."""
+    complete = get_completion_class(shell)
+    assert complete is not None
+    click.echo(complete(cli, {}, "reconcile", "_RECONCILE_COMPLETE").source())
 
 
 @cli.group()
@@ -428,7 +694,7 @@ def db_migrate(database_url: str | None, lock_timeout: float) -> None:
 
 @db.command("status")
 @database_options
-@click.option("--output", "-o", type=click.Choice(["text", "json"]), default="text")
+@output_option("text", "json")
 def db_status(database_url: str | None, lock_timeout: float, output: str) -> None:
     """Schema version, pending migrations, and which auth schema was found.
 
@@ -439,10 +705,15 @@ def db_status(database_url: str | None, lock_timeout: float, output: str) -> Non
 
 @db.command("drop")
 @database_options
-@click.option("--yes", is_flag=True, help="Confirm: delete every ops.* table and its rows.")
+@click.option("--yes", "-y", is_flag=True, help="Confirm: delete every ops.* table and its rows.")
 def db_drop(database_url: str | None, lock_timeout: float, yes: bool) -> None:
     """Remove the ops.* schema (the seed's rollback). Refuses without --yes."""
     sys.exit(db_commands.drop(database_url, lock_timeout, yes, echo))
+
+
+def say(text: str) -> None:
+    """A note for the user, on stderr (stdout keeps only the output asked for)."""
+    echo_error(text)
 
 
 def report_problems(invalid: reconcile_commands.InvalidFiles) -> None:
@@ -493,7 +764,8 @@ def main(argv: list[str] | None = None) -> int:  # noqa: PLR0911  (one exit per 
         echo_error("error: aborted")
         return 1
     except click.ClickException as exc:
-        echo_error(f"error: {exc.format_message()} (see `reconcile --help`)")
+        where = exc.ctx.command_path if getattr(exc, "ctx", None) else "reconcile"  # type: ignore[attr-defined]
+        echo_error(f"error: {exc.format_message()} (see `{where} --help`)")
         return 1
     except Exception as exc:  # the last resort: one line, details only on request
         if debug:

@@ -40,9 +40,11 @@ from reconciler.core.desired import Resource, Slot, from_plain
 from reconciler.core.problems import Problem, Source
 from reconciler.core.summary import FileSummary, group_of, summarize
 from reconciler.core.validate import FileResult, check_file
+from reconciler.errors import ReconcilerError
+from reconciler.ignore import IGNORE_FILE, Ignored
 from reconciler.reading import Refused, StateReader
 
-_SUFFIXES = (".yaml", ".yml")
+Progress = Callable[[int, int], None]
 _RACY_NS = 2_000_000_000
 PARALLEL_FROM = 400  # files to parse; fewer are parsed in this process (a fork costs ~20 ms)
 _KEPT_TREES = 8  # working trees whose stat index the cache keeps
@@ -131,21 +133,40 @@ class LoadedFiles:
 
 
 def state_files(root: Path) -> list[str]:
-    """Every YAML file under root, relative to it, recursively, skipping hidden folders, in a
-    stable order. (Strings, not Paths: this runs over every file of the fleet on every plan.)"""
+    """Every YAML file under root, relative to it, recursively, skipping hidden and ignored
+    files and folders (reconciler/ignore.py), in a stable order. (Strings, not Paths: this
+    runs over every file of the fleet on every plan.)"""
+    ignored = _ignore_rules(root)
     found = []
     top = str(root)
     for folder, subfolders, files in os.walk(top):
-        subfolders[:] = sorted(d for d in subfolders if not d.startswith("."))
         relative = os.path.relpath(folder, top)
         prefix = "" if relative == "." else relative.replace(os.sep, "/") + "/"
-        found += [prefix + f for f in files if f.endswith(_SUFFIXES)]
+        subfolders[:] = sorted(d for d in subfolders if not ignored.folder(prefix + d))
+        found += [prefix + f for f in files if not ignored.file(prefix + f)]
     return sorted(found)
 
 
-def load(root: Path, cache_dir: Path | None) -> LoadedFiles:
+def _ignore_rules(root: Path) -> Ignored:
+    """The state directory's .reconcileignore, read as safely as a state file (a regular file
+    inside the directory, bounded); one that cannot be read is an error, not no rules."""
+    path = root / IGNORE_FILE
+    if not os.path.lexists(path):
+        return Ignored()
+    reader = StateReader(root)
+    try:
+        reader.stat(path)
+        return Ignored.parse(reader.read(path).decode("utf-8", errors="replace"))
+    except Refused as refused:
+        raise ReconcilerError(f"{path}: {refused.problem(IGNORE_FILE).message}") from None
+    except OSError as exc:
+        raise ReconcilerError(f"{path}: cannot read it: {exc.strerror}") from None
+
+
+def load(root: Path, cache_dir: Path | None, progress: Progress | None = None) -> LoadedFiles:
     """The files of a working tree: unchanged ones (same stat) from the cache's index, others
-    from the cache by content, the rest parsed."""
+    from the cache by content, the rest parsed. `progress(done, total)` is told of each file
+    (for a progress line on a terminal)."""
     store = _Store(cache_dir) if cache_dir else None
     index = store.tree_index(root) if store else {}
     loaded: dict[str, LoadedFile | None] = {}
@@ -166,8 +187,12 @@ def load(root: Path, cache_dir: Path | None) -> LoadedFiles:
             loaded[relative] = hit
         else:
             pending.append(hit)
+    total, done = len(loaded), len(loaded) - len(pending)
     for relative, parsed in _parse_all(pending, store):
         loaded[relative] = parsed
+        done += 1
+        if progress:
+            progress(done, total)
     if store:
         store.save()
     return LoadedFiles({relative: f for relative, f in loaded.items() if f is not None})

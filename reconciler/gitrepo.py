@@ -15,6 +15,7 @@ from reconciler.core import problems as codes
 from reconciler.core.plan import GitContext
 from reconciler.core.repository import refusal, without_credentials
 from reconciler.errors import ReconcilerError
+from reconciler.ignore import IGNORE_FILE, Ignored
 from reconciler.reading import OUTSIDE as _OUTSIDE
 from reconciler.reading import Refused
 
@@ -113,12 +114,18 @@ class GitTree:
             tree = self.commit.tree / self.prefix if self.prefix else self.commit.tree
         except KeyError:
             return []  # the state directory does not exist at that ref
+        ignored = self._ignore_rules(tree)
         found = []
         tree_any: Any = tree  # gitpython's traverse() overloads do not type a plain walk
-        items: Iterable[Any] = tree_any.traverse(prune=_hidden_folder)
+
+        def prune(item: Any, _depth: int) -> bool:
+            if item.type != "tree" or item.path in ("", self.prefix):  # the state dir itself
+                return False
+            return ignored.folder(self._relative(item.path))
+
+        items: Iterable[Any] = tree_any.traverse(prune=prune)
         for item in items:
-            if item.type == "blob" and item.name.endswith((".yaml", ".yml")):
-                relative = item.path[len(self.prefix) + 1 :] if self.prefix else item.path
+            if item.type == "blob" and not ignored.file(relative := self._relative(item.path)):
                 try:
                     sha = self._regular(item)
                 except Refused as refused:
@@ -127,6 +134,33 @@ class GitTree:
                     if sha is not None:  # None: a link to a folder, not followed (as on disk)
                         found.append((relative, sha))
         return sorted(found)
+
+    def _relative(self, path: str) -> str:
+        """The path below the state directory (a prefix cut: relpath per blob is slow)."""
+        return path[len(self.prefix) + 1 :] if self.prefix else path
+
+    def _ignore_rules(self, tree: Any) -> Ignored:
+        """The state directory's .reconcileignore at this ref, as the working tree's is (a
+        regular file's blob, bounded; a link or a folder there is an error)."""
+        try:
+            blob = tree / IGNORE_FILE
+        except KeyError:
+            return Ignored()
+        if blob.type != "blob" or blob.mode == _SYMLINK:
+            raise ReconcilerError(f"{IGNORE_FILE} at {self.commit.hexsha[:12]}: not a regular file")
+        try:
+            text = self.read(blob.hexsha).decode("utf-8", errors="replace")
+        except Refused as refused:
+            raise ReconcilerError(f"{IGNORE_FILE}: {refused.message}") from None
+        return Ignored.parse(text)
+
+    def branch_name(self, ref: str) -> str | None:
+        """The branch a ref names: itself when it is a branch, else the checked-out one."""
+        if ref in {h.name for h in self.repo.heads}:
+            return ref
+        if ref == "HEAD" or self.commit == self.repo.head.commit:
+            return _branch(self.repo)
+        return None
 
     def _regular(self, item: Any) -> str | None:
         """The sha of the regular file at `item`: itself, or what its symlink points to when
@@ -164,7 +198,3 @@ class GitTree:
 
     def close(self) -> None:
         self.repo.close()
-
-
-def _hidden_folder(item: object, _depth: int) -> bool:
-    return getattr(item, "type", "") == "tree" and str(getattr(item, "name", "")).startswith(".")

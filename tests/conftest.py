@@ -8,7 +8,10 @@ from __future__ import annotations
 
 import itertools
 import os
+import shutil
+import signal
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -21,6 +24,57 @@ from reconciler.db import migrations
 from reconciler.db.embedded import EmbeddedPostgres, Layout, ServerUser, package_version
 
 _counter = itertools.count()
+SERVER_GRACE_S = 20  # a watchdog stops its server within a second of the last client leaving
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Every temporary folder of this session (and of the commands it runs) lies in one folder
+    of its own, so the servers this suite started can be told from the other servers of the
+    machine (other people's suites, other engineers' trials) at its end."""
+    suite = Path(tempfile.mkdtemp(prefix="ops-reconciler-suite-"))
+    suite.chmod(0o755)  # run as root, the server user must enter it
+    os.environ["TMPDIR"] = str(suite)
+    tempfile.tempdir = None
+    config.stash[_SUITE_TMP] = suite
+
+
+_SUITE_TMP = pytest.StashKey[Path]()
+
+
+def servers_under(roots: list[Path]) -> dict[int, Path]:
+    """postmaster pid -> data directory, of the PostgreSQL servers whose data directory lies
+    under one of `roots` (read from /proc: `postgres -D DIR ...`)."""
+    found = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            argv = (entry / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if not argv[0].endswith(b"/postgres") or b"-D" not in argv[:-1]:
+            continue
+        data = Path(os.fsdecode(argv[argv.index(b"-D") + 1]))
+        if any(data.is_relative_to(root) for root in roots):
+            found[int(entry.name)] = data
+    return found
+
+
+@pytest.fixture(scope="session", autouse=True)
+def no_server_left_behind(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[None]:
+    """At the end of the suite, no embedded server it started is still running (each stops
+    once its last client has gone). Those left are stopped, and the suite fails."""
+    roots = [request.config.stash[_SUITE_TMP], tmp_path_factory.getbasetemp().resolve()]
+    yield
+    deadline = time.monotonic() + SERVER_GRACE_S
+    while (left := servers_under(roots)) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    for pid in left:
+        os.kill(pid, signal.SIGTERM)
+    shutil.rmtree(roots[0], ignore_errors=True)
+    assert not left, f"the suite left embedded PostgreSQL servers running: {left}"
 
 
 def test_state_dir() -> Path:

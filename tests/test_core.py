@@ -314,9 +314,11 @@ def test_json_plan_has_the_contract_shape() -> None:
         tuple(runs),
         "c" * 40,
         "main",
+        database="postgres@db.example:5432/ops",
     )
     document = json.loads(render.to_json(plan))
     assert document["format_version"] == "1" and document["changes_present"] is True
+    assert document["database"] == "postgres@db.example:5432/ops"
     assert document["summary"] == {
         "create": 0,
         "update": 1,

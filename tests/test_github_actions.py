@@ -50,6 +50,8 @@ def test_this_repositorys_copies_follow_the_templates(template: Path) -> None:
     allowed = (
         "  STATE_DIR:",
         "  RECONCILER_PACKAGE:",
+        "  # ops-reconciler is installed from",
+        "  # serves it):",
         "    # this repository has no",
         "    if: vars.RECONCILE_DATABASE_CONFIGURED",
     )

@@ -439,5 +439,6 @@ def test_on_a_terminal_apply_shows_the_plan_and_asks(repo: Repo, db_url: str) ->
 
     refused = answer(b"n")
     assert "Plan: 38 to create" in refused and counts(db_url)["projects"] == 0
+    assert "Nothing was applied." in refused
     accepted = answer(b"y")
     assert "Applied. Plan: 38 to create" in accepted and counts(db_url)["projects"] == 3

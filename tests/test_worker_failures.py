@@ -208,6 +208,8 @@ def own_server() -> Iterator[EmbeddedPostgres]:
     server = EmbeddedPostgres(Layout(folder, package_version()), ServerUser.for_current_process())
     with server.session():
         yield server
+    if server.is_running():  # restarted by the test, without a watchdog to stop it
+        server.stop()
     shutil.rmtree(folder, ignore_errors=True)
 
 

@@ -45,8 +45,8 @@ def _run(options: Options, refs: Refs, out: Echo) -> int:
         raise InvalidFiles(found, options.state_dir)
     before, _ = assemble(base.resources(changed), known_projects=set())
     index, rows = _as_rows(before)
-    commit = _head_commit(options.state_dir, refs.head)
-    result = Plan(tuple(diff(wanted, index, rows)), (), commit, refs.head)
+    commit, branch = _head_commit(options.state_dir, refs.head)
+    result = Plan(tuple(diff(wanted, index, rows)), (), commit, branch)
     return show(result, options, out, title="reconcile diff")
 
 
@@ -67,8 +67,9 @@ def _working_tree(options: Options) -> files.LoadedFiles:
 def _as_rows(
     state: DesiredState,
 ) -> tuple[dict[tuple[str, tuple[str, ...]], Indexed], dict[tuple[str, tuple[str, ...]], Row]]:
-    """The base side in the shape of database rows, all managed, so removals are prunes."""
-    index = {slot: Indexed(None, None, True) for slot in state.resources}
+    """The base side in the shape of database rows, all managed, so removals are prunes.
+    Each carries its own digest as its spec_hash: files never drift (only rows can)."""
+    index = {slot: Indexed(None, r.digest, True) for slot, r in state.resources.items()}
     rows = {
         slot: Row(r.kind, r.identity, None, r.fields, True, r.key)
         for slot, r in state.resources.items()
@@ -76,11 +77,13 @@ def _as_rows(
     return index, rows
 
 
-def _head_commit(state_dir: Path, head: str | None) -> str | None:
+def _head_commit(state_dir: Path, head: str | None) -> tuple[str | None, str | None]:
+    """The head's commit and the branch it names (HEAD or a sha: the checked-out branch, or
+    the CI's variables on a detached checkout)."""
     if head is None:
-        return None
+        return None, None
     tree = gitrepo.GitTree(state_dir, head)
     try:
-        return str(tree.commit.hexsha)
+        return str(tree.commit.hexsha), tree.branch_name(head)
     finally:
         tree.close()

@@ -8,6 +8,7 @@ database's own checks speak at plan time), an apply commits them.
 from __future__ import annotations
 
 import dataclasses
+import getpass
 import json
 import os
 from collections.abc import Callable
@@ -73,31 +74,52 @@ class Options:
     colour: Callable[[str, str], str] = render.plain
     read_only: bool = False  # plan without executing the writes (a read-only database user)
     markdown_limit: int = render.MARKDOWN_LIMIT
+    projects: tuple[str, ...] = ()  # only these projects' changes and runs (empty: all)
+    progress: files.Progress | None = None  # told of the files parsed (on a terminal only)
 
 
 def validate(options: Options, out: Echo) -> int:
     """Schema and cross-reference checks of the files alone."""
     with files.without_cyclic_gc():
         loaded = _load(options)
+        if not loaded.files:
+            raise ReconcilerError(
+                f"no state files (*.yaml, *.yml) in {options.state_dir}: give the state "
+                "directory with -C DIR, or start one with `reconcile init`"
+            )
         if not any(f.summary.has_problems for f in loaded.files.values()):
             slots = loaded.slots()
             if clean_across_files(slots):  # the common case, without loading the resources
-                out(f"{len(loaded.files)} file(s), {len(slots)} resource(s): valid")
+                _say_valid(options, out, len(loaded.files), len(slots))
                 return 0
         resources = loaded.resources()
         _, problems = assemble(resources, known_projects=set())
     found = collect(loaded.problems, problems)
+    if found and options.output == "json":
+        out(json.dumps({"valid": False, "problems": [p.as_dict() for p in found]}, indent=2))
     if found:
         raise InvalidFiles(found, options.state_dir)
-    out(f"{len(loaded.files)} file(s), {len(resources)} resource(s): valid")
+    _say_valid(options, out, len(loaded.files), len(resources))
     return 0
 
 
-def plan(options: Options, out: Echo, save_to: Path | None = None) -> int:
+def _say_valid(options: Options, out: Echo, files_count: int, resources_count: int) -> None:
+    if options.output == "json":
+        counts = {"files": files_count, "resources": resources_count}
+        out(json.dumps({"valid": True, **counts, "problems": []}, indent=2))
+    else:
+        out(f"{files_count} file(s), {resources_count} resource(s): valid")
+
+
+def plan(options: Options, out: Echo, save_to: Path | None = None, say: Echo = print) -> int:
     result = reconcile(options, commit=False)
     if save_to is not None:
         document = saved(render.as_dict(result), str(options.state_dir.resolve()), options.ref)
-        save_to.write_text(json.dumps(document, indent=2, default=str) + "\n")
+        try:
+            save_to.write_text(json.dumps(document, indent=2, default=str) + "\n")
+        except OSError as exc:
+            raise ReconcilerError(f"cannot write the plan to {save_to}: {exc.strerror}") from None
+        say(f"Saved the plan to {save_to}; apply it with `reconcile apply {save_to}`.")
     return show(result, options, out)
 
 
@@ -123,7 +145,10 @@ def apply(options: Options, out: Echo, confirm: Callable[[str], bool] | None) ->
     if confirm is not None:
         shown = reconcile(options, commit=False)
         show(shown, options, out)
-        if not shown.changes_present or not confirm("Apply this plan?"):
+        if not shown.changes_present:
+            return 0
+        if not confirm("Apply this plan?"):
+            out("Nothing was applied.")
             return 0
         expected = render.as_dict(shown)
     result = reconcile(options, commit=True, expected=expected)
@@ -157,11 +182,17 @@ def _reconcile(options: Options, *, commit: bool, expected: dict[str, Any] | Non
     database's are read and compared row by row (core/summary.py)."""
     loaded = _load(options)
     wanted, run_entries = combine(f.summary for f in loaded.files.values())
+    if options.projects:
+        run_entries = [e for e in run_entries if e[0][0] in options.projects]
     git = gitrepo.context(options.state_dir, options.ref)
     defined = code_repositories(f.summary for f in loaded.files.values())
     code = code_heads(defined, run_entries)
     with (
-        open_target(options.database_url, lock_timeout_s=options.lock_timeout_s) as target,
+        open_target(
+            options.database_url,
+            lock_timeout_s=options.lock_timeout_s,
+            repository=options.state_dir,
+        ) as target,
         connect(target.conninfo) as conn,
         user_errors("reconcile"),
     ):
@@ -175,16 +206,15 @@ def _reconcile(options: Options, *, commit: bool, expected: dict[str, Any] | Non
             else:
                 apply_lock(conn, options.lock_timeout_s)
             groups = state.group_states(conn)
-            stale = stale_groups(wanted, groups)
+            stale = _in_scope(options.projects, stale_groups(wanted, groups), wanted, groups)
             actual = state.read(conn, stale)
             desired = _desired(loaded, stale, actual, create_users=status.auth == "compatible")
             code = _with_database_projects(conn, code, set(defined), run_entries)
             result = _plan(conn, desired, actual, git, (run_entries, code))
+            result = dataclasses.replace(result, database=target.description)
             _refuse_if_moved(result, expected)
             if commit:
-                kept = sum(
-                    g.managed for name, g in groups.items() if name not in stale and name in wanted
-                )
+                kept = _kept(groups, stale, wanted, options.projects)
                 _refuse_if_unsafe(result, desired, actual, kept, options.safety)
             if options.read_only and not commit:
                 return result
@@ -194,12 +224,45 @@ def _reconcile(options: Options, *, commit: bool, expected: dict[str, Any] | Non
             except DatabaseRefused as refused:
                 raise InvalidFiles([refused.problem]) from None
             if commit and result.changes_present:
-                writer.record(result)
+                writer.record(result, actor())
     return result
 
 
 def _load(options: Options) -> files.LoadedFiles:
-    return files.load(options.state_dir, cache_dir() if options.use_cache else None)
+    cache = cache_dir() if options.use_cache else None
+    return files.load(options.state_dir, cache, progress=options.progress)
+
+
+def _in_scope(
+    projects: tuple[str, ...], stale: set[str], wanted: dict[str, int], groups: dict[str, Any]
+) -> set[str]:
+    """With --project, only those projects' groups are compared (and can be pruned)."""
+    if not projects:
+        return stale
+    _require_known(projects, wanted, groups)
+    return stale & set(projects)
+
+
+def _kept(
+    groups: dict[str, Any], stale: set[str], wanted: dict[str, int], projects: tuple[str, ...]
+) -> int:
+    """Managed rows of the groups not compared that stay: those the files ask for, and with
+    --project those outside it (nothing there is pruned)."""
+    return sum(
+        g.managed
+        for name, g in groups.items()
+        if name not in stale and (name in wanted or (projects and name not in projects))
+    )
+
+
+def _require_known(
+    projects: tuple[str, ...], wanted: dict[str, int], groups: dict[str, Any]
+) -> None:
+    unknown = sorted(p for p in set(projects) if p not in wanted and p not in groups)
+    if unknown:
+        raise ReconcilerError(
+            f"--project {unknown[0]}: no such project in the files or in the database"
+        )
 
 
 def _desired(
@@ -294,6 +357,26 @@ def _refuse_if_unsafe(
     )
     if reason := refusal(result, kept, safety):
         raise ReconcilerError(f"{reason}; nothing was written")
+
+
+# Where CI systems name who triggered the job, in order of preference.
+CI_ACTOR_VARIABLES = (
+    "GITHUB_ACTOR",
+    "GITLAB_USER_LOGIN",
+    "BUILD_REQUESTEDFOR",
+    "BUILDKITE_BUILD_CREATOR",
+)
+
+
+def actor() -> str | None:
+    """Who runs this apply: the CI's actor, else the local login name."""
+    for variable in CI_ACTOR_VARIABLES:
+        if value := os.environ.get(variable):
+            return value[:200]
+    try:
+        return getpass.getuser()
+    except (OSError, KeyError):
+        return None
 
 
 def cache_dir() -> Path:

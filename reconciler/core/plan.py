@@ -93,6 +93,7 @@ class Plan:
     commit: str | None
     ref: str | None
     new_users: tuple[str, ...] = ()
+    database: str | None = None  # which database was compared (None: a diff of two refs)
 
     @property
     def changes_present(self) -> bool:

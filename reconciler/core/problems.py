@@ -51,6 +51,10 @@ class Problem:
     def __str__(self) -> str:
         return f"{self.source}: {self.code} {one_line(self.message)}"
 
+    def as_dict(self) -> dict[str, object]:
+        file, line, col = self.source
+        return {"file": file, "line": line, "col": col, "code": self.code, "message": self.message}
+
 
 def one_line(text: str) -> str:
     """`text` as one line a terminal shows as written: every character that is not printable

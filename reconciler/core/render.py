@@ -36,7 +36,8 @@ def as_dict(plan: Plan) -> dict[str, Any]:
         "changes_present": plan.changes_present,
         "commit": plan.commit,
         "ref": plan.ref,
-        "summary": plan.summary(),
+        **({"database": plan.database} if plan.database else {}),
+        "summary": _summary(plan),
         "changes": [
             {
                 "kind": c.kind,
@@ -52,6 +53,14 @@ def as_dict(plan: Plan) -> dict[str, Any]:
         "runs": [_run_dict(r) for r in plan.runs],
         "users": [{"email": email, "action": "create"} for email in plan.new_users],
     }
+
+
+def _summary(plan: Plan) -> dict[str, int]:
+    """The counts; `drift` only where there is a database to drift from (not in a diff)."""
+    counts = plan.summary()
+    if plan.database is None:
+        counts.pop("drift")
+    return counts
 
 
 def _run_dict(run: RunRequest) -> dict[str, Any]:
@@ -71,7 +80,7 @@ def _run_dict(run: RunRequest) -> dict[str, Any]:
 
 
 def to_text(plan: Plan, style: Style = plain) -> str:
-    lines: list[str] = []
+    lines: list[str] = [f"Database: {plan.database}"] if plan.database else []
     for email in plan.new_users:
         lines.append(style(f"  + user {email}", "green"))
     for change in plan.changes:
@@ -81,13 +90,16 @@ def to_text(plan: Plan, style: Style = plain) -> str:
         lines.append("")
         lines.append("Runs:")
         lines += [_run_line(r, style) for r in runs]
-    lines.append("")
+    if plan.changes_present:
+        lines.append("")
     lines.append(summary_line(plan))
     return "\n".join(lines)
 
 
 def summary_line(plan: Plan) -> str:
     if not plan.changes_present:
+        if plan.database is None:
+            return "No changes in the files."
         return "No changes. The database matches the files."
     counts = plan.summary()
     parts = [
@@ -156,6 +168,8 @@ def to_markdown(plan: Plan, limit: int = MARKDOWN_LIMIT, title: str = "reconcile
     if plan.commit:
         head.append(f"Commit `{plan.commit[:12]}` on `{plan.ref or 'detached'}`.")
         head.append("")
+    if plan.database:
+        head += [f"Database: {plan.database}.", ""]
     head.append(summary_line(plan))
     if plan.changes_present:
         head += [

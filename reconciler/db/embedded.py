@@ -21,6 +21,7 @@ import importlib.metadata
 import importlib.util
 import os
 import pwd
+import re
 import shutil
 import subprocess
 import sys
@@ -165,11 +166,14 @@ class EmbeddedPostgres:
         return cls(Layout(default_state_dir(), package_version()), ServerUser.for_current_process())
 
     @contextmanager
-    def session(self) -> Iterator[str]:
-        """Yield the conninfo of a running server; the server stops after the last session."""
+    def session(self, database: str = DATABASE) -> Iterator[str]:
+        """Yield the conninfo of a running server's `database` (created if missing); the
+        server stops after the last session."""
         client = self._join()
         try:
-            yield self.layout.conninfo()
+            if database != DATABASE:
+                self._create_database(database)
+            yield self.layout.conninfo(database)
         finally:
             client.close()  # releases the shared lock; the watchdog takes it from there
 
@@ -277,7 +281,9 @@ class EmbeddedPostgres:
             )
         self._create_database()
 
-    def _create_database(self) -> None:
+    def _create_database(self, name: str = DATABASE) -> None:
+        """Create the database unless it exists (names are ours: [a-z0-9_] only)."""
+        assert re.fullmatch(r"[a-z0-9_]{1,63}", name), name
         psql = [
             str(self.bin / "psql"),
             "-X",
@@ -288,10 +294,10 @@ class EmbeddedPostgres:
             "-tA",
             "-c",
         ]
-        exists = self.user.run([*psql, f"select 1 from pg_database where datname = '{DATABASE}'"])
+        exists = self.user.run([*psql, f"select 1 from pg_database where datname = '{name}'"])
         if exists.stdout.strip() != "1":
-            created = self.user.run([*psql, f"create database {DATABASE}"])
-            if created.returncode != 0:
+            created = self.user.run([*psql, f"create database {name}"])
+            if created.returncode != 0 and "already exists" not in created.stderr:
                 raise EmbeddedServerError(f"could not create the database: {_last_line(created)}")
 
     def _spawn_watchdog(self) -> None:

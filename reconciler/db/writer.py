@@ -234,8 +234,9 @@ class Writer:
             "commit": run.commit,
         }
 
-    def record(self, plan: Plan) -> None:
-        """What was applied: the summary, and each change by kind, key, action and field paths
+    def record(self, plan: Plan, actor: str | None = None) -> None:
+        """Who (`actor`: the CI actor or the local user) and what was applied: the summary,
+        and each change by kind, key, action and field paths
         (the values are in the rows themselves) up to RECORDED_CHANGES, and the runs."""
         changes = [
             {"kind": c.kind, "key": c.key, "action": c.action, "fields": list(c.paths)}
@@ -251,6 +252,7 @@ class Writer:
             {
                 "commit": plan.commit,
                 "ref": plan.ref,
+                "actor": actor,
                 "summary": Jsonb(plan.summary()),
                 "plan": Jsonb(
                     {

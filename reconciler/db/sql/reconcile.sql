@@ -203,15 +203,22 @@ values (%(project_id)s, %(workflow_id)s, %(key)s, %(metadata)s, %(repository)s, 
 update ops.workflows set git_commit = %(commit)s where id = %(id)s
 
 -- name: record_apply
-insert into ops.reconcile_applies (git_commit, git_ref, summary, plan)
-values (%(commit)s, %(ref)s, %(summary)s, %(plan)s)
+insert into ops.reconcile_applies (git_commit, git_ref, summary, plan, actor)
+values (%(commit)s, %(ref)s, %(summary)s, %(plan)s, %(actor)s)
 returning id
 
 -- name: history
-select applied_at, git_commit, git_ref, applied_by, summary
+select id::text, applied_at, git_commit, git_ref, applied_by, actor, summary
 from ops.reconcile_applies
 order by applied_at desc
 limit %(limit)s
+
+-- name: history_show
+select id::text, applied_at, git_commit, git_ref, applied_by, actor, summary, plan
+from ops.reconcile_applies
+where id::text like %(prefix)s || '%%'
+order by applied_at desc
+limit 2
 
 -- Queries of `reconcile runs`.
 
@@ -250,3 +257,8 @@ delete from ops.run_artifacts where expires_at < now() returning artifact_url
 delete from ops.run_logs l using ops.runs r
 where r.id = l.run_id and r.status in ('succeeded', 'failed', 'canceled')
   and l.timestamp < now() - make_interval(days => %(days)s)
+
+-- Queries of `reconcile export`.
+
+-- name: project_slugs
+select slug from ops.projects order by slug
