@@ -28,6 +28,8 @@ from typing import Any
 import psycopg
 from psycopg.types.json import Jsonb
 
+from reconciler.db import schedules
+
 STEP_TIMEOUT_S = 3600
 LOG_BATCH_LINES = 500
 LOG_FLUSH_S = 0.2
@@ -183,10 +185,12 @@ class Worker:
         return Claim(str(claim["run_id"]), str(claim["lease_token"]), claim)
 
     def _reap_if_due(self, conn: psycopg.Connection[Any]) -> None:
-        """Every half lease, give runs whose worker died back to the queue (or fail them)."""
+        """Every half lease, give runs whose worker died back to the queue (or fail them),
+        and enqueue the scheduled slots that are due."""
         now = time.monotonic()
         if now >= self._next_reap:
             conn.execute("select ops.reap_expired_runs(100)")
+            schedules.tick(conn, datetime.now(UTC))
             self._next_reap = now + self.options.lease_s / 2
 
     def _call_retrying(self, action: Any, give_up: threading.Event | None = None) -> Any:

@@ -238,3 +238,11 @@ delete from ops.run_artifacts where expires_at < now() returning artifact_url
 delete from ops.run_logs l using ops.runs r
 where r.id = l.run_id and r.status in ('succeeded', 'failed', 'canceled')
   and l.timestamp < now() - make_interval(days => %(days)s)
+
+-- Schedules (reconciler/db/schedules.py).
+
+-- name: due_schedules
+select workflow_id, schedule, timezone, after from ops.due_schedules(%(now)s)
+
+-- name: enqueue_scheduled_run
+select ops.enqueue_scheduled_run(%(id)s, %(slot)s, %(next)s, %(missed)s)
