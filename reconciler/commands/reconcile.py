@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from reconciler import files, gitrepo
-from reconciler.core import render
+from reconciler.core import pipelines, render
 from reconciler.core.desired import DesiredState, assemble
 from reconciler.core.plan import (
     GitContext,
@@ -74,8 +74,8 @@ def validate(options: Options, out: Echo) -> int:
     """Schema and cross-reference checks of the files alone."""
     loaded = _load(options)
     resources = loaded.resources()
-    _, problems = assemble(resources, known_projects=set())
-    found = collect(loaded.problems, problems)
+    desired, problems = assemble(resources, known_projects=set())
+    found = collect(loaded.problems, problems, pipelines.check(desired))
     if found:
         raise InvalidFiles(found, options.state_dir)
     out(f"{len(loaded.files)} file(s), {len(resources)} resource(s): valid")
@@ -161,6 +161,7 @@ def _reconcile(options: Options, *, commit: bool, expected: dict[str, Any] | Non
             stale = stale_groups(wanted, groups)
             actual = state.read(conn, stale)
             desired = _desired(loaded, stale, actual, create_users=status.auth == "compatible")
+            git = _with_changes(conn, options.state_dir, git, run_entries)
             result = _plan(conn, desired, actual, git, run_entries)
             _refuse_if_moved(result, expected)
             if commit:
@@ -191,7 +192,7 @@ def _desired(
     known = {identity[0] for kind, identity in actual.index if kind == "project"}
     desired, problems = assemble(loaded.resources(stale), known)
     desired, _, unknown = resolve_members(desired, actual.users, create_missing=create_users)
-    found = collect(loaded.problems, problems, unknown)
+    found = collect(loaded.problems, problems, unknown, pipelines.check(desired))
     if found:
         raise InvalidFiles(found)
     return desired
@@ -217,6 +218,17 @@ def _plan(
     keys = [r.idempotency_key for r in candidates if r.idempotency_key]
     runs = plan_runs(run_entries, git, state.existing_run_keys(conn, keys))
     return Plan(tuple(changes), tuple(runs), git.commit, git.ref, tuple(new_users))
+
+
+def _with_changes(
+    conn: state.Conn, state_dir: Path, git: GitContext, run_entries: list[RunEntry]
+) -> GitContext:
+    """What the push changed, read only when some push workflow filters on `paths`."""
+    if not any(paths for _, _, paths in run_entries) or git.commit is None:
+        return git
+    since = state.last_applied_commit(conn, git.ref, git.commit)
+    changed = gitrepo.changed_files(state_dir, since, git.commit)
+    return dataclasses.replace(git, changed=changed, since=since)
 
 
 def _refuse_if_moved(result: Plan, expected: dict[str, Any] | None) -> None:

@@ -6,6 +6,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
+from reconciler.core import globs
 from reconciler.core import problems as codes
 from reconciler.core.desired import (
     ANY_BRANCH,
@@ -52,6 +53,10 @@ class GitContext:
     ref: str | None
     clean: bool
     reason: str | None = None  # why no run can be enqueued, when that is so
+    # The files (repository paths) the push changed since `since`, the last applied commit of
+    # the branch; None when that is unknown (the first apply of a branch): every path counts.
+    changed: frozenset[str] | None = None
+    since: str | None = None
 
 
 @dataclass(frozen=True)
@@ -218,15 +223,14 @@ def changed_paths(before: Any, after: Any, prefix: str = "") -> list[str]:
 
 
 def plan_runs(
-    entries: Iterable[tuple[Identity, str]], git: GitContext, existing_keys: set[str]
+    entries: Iterable[tuple[Identity, str, tuple[str, ...]]],
+    git: GitContext,
+    existing_keys: set[str],
 ) -> list[RunRequest]:
-    """One run per commit for each enabled `on: [push]` workflow whose git_ref is the ref.
-    `entries`: (workflow identity, the branch whose pushes run it, or ANY_BRANCH)."""
-    return [
-        _run(identity, git, existing_keys)
-        for identity, runs_on in entries
-        if runs_on in (ANY_BRANCH, git.ref)
-    ]
+    """What becomes of each enabled `on: [push]` workflow for this commit: enqueued, already
+    there, or skipped with the reason (another branch, no clean commit, paths not matched).
+    `entries`: (workflow identity, the branch whose pushes run it or ANY_BRANCH, paths)."""
+    return [_run(entry, git, existing_keys) for entry in entries]
 
 
 def idempotency_key(commit: str, workflow_key: str) -> str:
@@ -234,10 +238,20 @@ def idempotency_key(commit: str, workflow_key: str) -> str:
     return f"push:{commit}:{workflow_key}"
 
 
-def _run(identity: Identity, git: GitContext, existing_keys: set[str]) -> RunRequest:
+def _run(
+    entry: tuple[Identity, str, tuple[str, ...]], git: GitContext, existing_keys: set[str]
+) -> RunRequest:
+    identity, runs_on, paths = entry
     workflow = resource_key("workflow", identity)
+    if runs_on not in (ANY_BRANCH, git.ref):
+        reason = f"runs on pushes to {runs_on}, this is {git.ref or 'no branch'}"
+        return RunRequest(identity[0], workflow, identity, None, "skip", reason)
     if git.commit is None or not git.clean:
         return RunRequest(identity[0], workflow, identity, None, "skip", git.reason or "no commit")
+    if paths and git.changed is not None and not globs.any_match(paths, git.changed):
+        since = f" since {git.since[:12]}" if git.since else ""
+        reason = f"paths: none of the {len(git.changed)} file(s) changed{since} matches"
+        return RunRequest(identity[0], workflow, identity, None, "skip", reason)
     key = idempotency_key(git.commit, workflow)
     action = "exists" if key in existing_keys else "enqueue"
     return RunRequest(identity[0], workflow, identity, key, action)

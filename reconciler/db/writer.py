@@ -16,7 +16,7 @@ import psycopg
 from psycopg.types.json import Jsonb
 
 from reconciler.core import problems as codes
-from reconciler.core.desired import DesiredState
+from reconciler.core.desired import OPTIONAL_DEFAULTS, DesiredState
 from reconciler.core.plan import Change, Plan
 from reconciler.core.problems import Problem, Source
 from reconciler.db.queries import query
@@ -128,6 +128,8 @@ class Writer:
     def _new_row(self, change: Change) -> tuple[Any, ...]:
         """The COPY row of a created resource (the database makes its id)."""
         f, digest = change.after or {}, change.digest
+        if change.kind in OPTIONAL_DEFAULTS:
+            f = {**OPTIONAL_DEFAULTS[change.kind], **f}
         if change.kind == "project":
             return (
                 f["slug"],
@@ -139,6 +141,7 @@ class Writer:
                 f["config"],
                 MANAGER,
                 digest,
+                f["acknowledged_advisories"],
             )
         if change.kind == "workflow":
             return (
@@ -152,6 +155,11 @@ class Writer:
                 f["config"],
                 MANAGER,
                 digest,
+                f["needs"],
+                f["concurrency"],
+                f["schedule"],
+                f["timezone"],
+                f["paths"],
             )
         if change.kind == "membership":
             user = change.identity[1]
@@ -178,7 +186,7 @@ class Writer:
         )
 
     def _update_values(self, change: Change) -> dict[str, Any]:
-        values = dict(change.after or {})
+        values = {**OPTIONAL_DEFAULTS.get(change.kind, {}), **(change.after or {})}
         if "config" in values:
             values["config"] = Jsonb(values["config"])
         return {

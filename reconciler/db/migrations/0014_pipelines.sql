@@ -257,7 +257,7 @@ from ops_reader;
 -- ---------------------------------------------------------------------------------------------
 -- Pipelines: what a workflow declares (needs, concurrency, schedule, paths) and what each run
 -- takes from it when it is queued.
--- * needs: the workflows (`type/name`) of the same project whose runs for the same commit must
+-- * needs: the workflows (`name` or `type/name`) of the same project whose runs for the same commit must
 --   succeed first. A need with no run for the commit is met (that workflow does not run for
 --   it: other branch, paths, manual only); the latest run of the need for the commit decides
 --   (a retry that succeeds unblocks). When it fails or is canceled, the waiting run is
@@ -270,6 +270,12 @@ from ops_reader;
 -- * paths: globs for push runs; the plan decides, the database only keeps them.
 -- A run copies its workflow's needs (resolved to workflow ids) and lane when it is queued, so
 -- the claim reads only the runs table and a run follows the pipeline it was queued under.
+
+-- Upgrade gate: the advisories (by key) a project's files acknowledge.
+alter table ops.projects
+  add column acknowledged_advisories text[] not null default '{}';
+comment on column ops.projects.acknowledged_advisories is
+  'Keys of the high/critical upgrade advisories the project acknowledged';
 
 alter table ops.workflows drop constraint workflows_triggers_check;
 alter table ops.workflows
@@ -346,7 +352,8 @@ begin
   select w.concurrency,
          coalesce(array(select n.id from ops.workflows n
                         where n.project_id = w.project_id and n.id <> w.id
-                          and n.workflow_type || '/' || n.name = any(w.needs)
+                          and (n.workflow_type || '/' || n.name = any(w.needs)
+                               or n.name = any(w.needs))
                         order by n.workflow_type, n.name), '{}')
   into new.concurrency_group, new.needs
   from ops.workflows w
