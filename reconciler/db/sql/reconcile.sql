@@ -257,3 +257,32 @@ select git_commit from ops.reconcile_applies
 where git_ref = %(ref)s and git_commit is not null and git_commit <> %(commit)s
 order by applied_at desc
 limit 1
+
+-- Manual starts and retries (`reconcile runs start | retry | schedule`).
+
+-- name: workflow_by_key
+select w.id from ops.workflows w join ops.projects p on p.id = w.project_id
+where p.slug = %(project)s and w.workflow_type = %(type)s and w.name = %(name)s
+
+-- name: request_run
+select ops.request_run(%(workflow_id)s, %(ref)s, %(commit)s)
+
+-- name: retry_run
+select ops.retry_run(%(run_id)s)
+
+-- name: run_summary
+select p.slug || '/' || w.workflow_type || '/' || w.name, r.run_number, r.status,
+       r.trigger_event, r.git_commit, r.error_message
+from ops.runs r
+join ops.workflows w on w.id = r.workflow_id
+join ops.projects p on p.id = r.project_id
+where r.id = %(run_id)s
+
+-- name: schedules
+select p.slug || '/' || w.workflow_type || '/' || w.name, w.schedule, w.schedule_timezone,
+       w.enabled and p.status = 'active' and 'schedule' = any(w.triggers),
+       w.last_scheduled_slot
+from ops.workflows w
+join ops.projects p on p.id = w.project_id
+where w.schedule is not null and (%(project)s::text is null or p.slug = %(project)s)
+order by 1
