@@ -16,9 +16,10 @@ from pathlib import Path
 from typing import Any
 
 from reconciler import files, gitrepo
-from reconciler.core import pipelines, render
+from reconciler.core import pipelines, render, upgrades
 from reconciler.core.desired import DesiredState, assemble
 from reconciler.core.plan import (
+    Change,
     GitContext,
     Plan,
     Safety,
@@ -164,6 +165,8 @@ def _reconcile(options: Options, *, commit: bool, expected: dict[str, Any] | Non
             git = _with_changes(conn, options.state_dir, git, run_entries)
             result = _plan(conn, desired, actual, git, run_entries)
             _refuse_if_moved(result, expected)
+            if commit and result.blocked:
+                raise InvalidFiles(list(result.blocked))
             if commit:
                 kept = sum(
                     g.managed for name, g in groups.items() if name not in stale and name in wanted
@@ -217,7 +220,33 @@ def _plan(
     candidates = plan_runs(run_entries, git, set())
     keys = [r.idempotency_key for r in candidates if r.idempotency_key]
     runs = plan_runs(run_entries, git, state.existing_run_keys(conn, keys))
-    return Plan(tuple(changes), tuple(runs), git.commit, git.ref, tuple(new_users))
+    shown, blocked = _upgrade_gate(conn, changes, desired)
+    return Plan(
+        tuple(changes),
+        tuple(runs),
+        git.commit,
+        git.ref,
+        tuple(new_users),
+        advisories=tuple(shown),
+        blocked=tuple(blocked),
+    )
+
+
+def _upgrade_gate(
+    conn: state.Conn, changes: list[Change], desired: DesiredState
+) -> tuple[list[dict[str, Any]], list[Problem]]:
+    """The advisories on the way of the plan's version changes: the database's, as the files
+    change them (the files win; deleted ones are gone)."""
+    if not upgrades.upgrades(changes, desired):
+        return [], []
+    advisories = {a.key: a for a in state.advisories(conn)}
+    for change in changes:
+        if change.kind == "upgrade_advisory" and change.action == "delete":
+            advisories.pop(change.key, None)
+    for (kind, _), resource in desired.resources.items():
+        if kind == "upgrade_advisory":
+            advisories[resource.fields["key"]] = upgrades.advisory_of(resource.fields)
+    return upgrades.gate(changes, desired, list(advisories.values()))
 
 
 def _with_changes(

@@ -76,6 +76,8 @@ class Plan:
     commit: str | None
     ref: str | None
     new_users: tuple[str, ...] = ()
+    advisories: tuple[dict[str, Any], ...] = ()  # on the way of the version changes it makes
+    blocked: tuple[Problem, ...] = ()  # unacknowledged high/critical advisories: no apply
 
     @property
     def changes_present(self) -> bool:

@@ -11,6 +11,7 @@ import psycopg
 from reconciler.core.desired import Identity, Slot, optional_fields, resource_key
 from reconciler.core.plan import Indexed, Row
 from reconciler.core.summary import GroupState
+from reconciler.core.upgrades import Advisory, advisory_of
 from reconciler.db.queries import query
 
 Conn = psycopg.Connection[Any]
@@ -245,3 +246,19 @@ def last_applied_commit(conn: Conn, ref: str | None, commit: str | None) -> str 
         return None
     row = conn.execute(query("last_applied_commit"), {"ref": ref, "commit": commit}).fetchone()
     return None if row is None else str(row[0])
+
+
+def advisories(conn: Conn) -> list[Advisory]:
+    return [
+        advisory_of(
+            {
+                "key": key,
+                "from_version": low,
+                "to_version": high,
+                "severity": severity,
+                "title": title,
+                "affects_modules": modules,
+            }
+        )
+        for key, low, high, severity, title, modules in conn.execute(query("gate_advisories"))
+    ]

@@ -125,8 +125,9 @@ create trigger fill_run_commit
   before insert on ops.runs
   for each row execute function ops.fill_run_commit();
 
--- A manual start: a new queued run of the workflow for a commit (default: the one the last
--- apply recorded) and ref (default: the workflow's branch). Returns the run's id.
+-- A manual start: a new queued run of the workflow for a commit (default: the commit of its
+-- last push run, else the last applied commit of its branch) and ref (default: the
+-- workflow's branch). Returns the run's id.
 create function ops.request_run(
   p_workflow_id uuid, p_ref text default null, p_commit text default null
 )
@@ -165,7 +166,13 @@ begin
       using errcode = 'invalid_parameter_value';
   end if;
   if v_commit is null and v_ref is null then
-    v_commit := v_workflow.git_commit;
+    -- the commit its last push run had, else the last applied commit of its branch
+    v_commit := coalesce(v_workflow.git_commit, (
+      select a.git_commit from ops.reconcile_applies a
+      where a.git_commit ~ '^[0-9a-f]{7,64}$'
+        and (v_workflow.git_ref is null or a.git_ref = v_workflow.git_ref)
+      order by a.applied_at desc
+      limit 1));
   end if;
   insert into ops.runs (project_id, workflow_id, trigger_event, git_commit, git_ref,
                         requested_by, metadata)

@@ -286,3 +286,9 @@ from ops.workflows w
 join ops.projects p on p.id = w.project_id
 where w.schedule is not null and (%(project)s::text is null or p.slug = %(project)s)
 order by 1
+
+-- The upgrade gate's advisories.
+
+-- name: gate_advisories
+select advisory_key, from_version, to_version, severity, title, affects_modules
+from ops.upgrade_advisories
