@@ -337,16 +337,22 @@ create trigger anchor_schedule before insert or update on ops.workflows
 
 alter table ops.runs
   add column needs uuid[] not null default '{}',
-  add column concurrency_group text;
+  add column concurrency_group text,
+  add column blocked boolean not null default false;
 
 comment on column ops.runs.needs is 'Workflows whose run for the same commit must succeed first';
 comment on column ops.runs.concurrency_group is 'The lane of the run (its workflow''s concurrency)';
+comment on column ops.runs.blocked is 'Queued but waiting for a need: not claimable until it succeeded';
 
 create index idx_ops_runs_commit on ops.runs(workflow_id, git_commit, run_number desc);
 create index idx_ops_runs_lane_busy on ops.runs(project_id, concurrency_group)
   where status in ('claimed', 'running') and concurrency_group is not null;
 create index idx_ops_runs_waiting on ops.runs(project_id, git_commit)
   where status = 'queued' and needs <> '{}';
+-- The claim's scan: queued runs not waiting for a need, in claim order. Waiting runs are not
+-- in it, so a thousand deploys waiting for their tests cost a claim nothing.
+create index idx_ops_runs_claimable on ops.runs(created_at, id)
+  where status = 'queued' and not blocked;
 
 -- What a run takes from its workflow when queued (whoever inserts it; not writable by members).
 create function ops.snapshot_run_pipeline()
@@ -366,6 +372,7 @@ begin
   from ops.workflows w
   where w.id = new.workflow_id;
   new.needs := coalesce(new.needs, '{}');
+  new.blocked := new.needs <> '{}' and not ops.needs_met(new.git_commit, new.needs);
   return new;
 end;
 $$;
@@ -528,6 +535,28 @@ create trigger cancel_dependents
   for each row when (new.status in ('failed', 'canceled') and new.git_commit is not null)
   execute function ops.cancel_dependents();
 
+-- A need that succeeded makes the runs waiting on it claimable once all their needs are met.
+create function ops.unblock_dependents()
+returns trigger
+language plpgsql
+security definer
+set search_path = ''
+as $$
+begin
+  update ops.runs d
+  set blocked = false
+  where d.project_id = new.project_id and d.git_commit = new.git_commit
+    and d.status = 'queued' and d.blocked and d.needs <> '{}' and new.workflow_id = any(d.needs)
+    and ops.needs_met(d.git_commit, d.needs);
+  return null;
+end;
+$$;
+
+create trigger unblock_dependents
+  after update of status on ops.runs
+  for each row when (new.status = 'succeeded' and new.git_commit is not null)
+  execute function ops.unblock_dependents();
+
 -- The next run a worker may take, locked: queued, its needs met, its lane free. The lane is
 -- serialised by a transaction-level advisory lock, then checked again under it, so two
 -- workers never both take a run of one lane. Every claim function goes through here.
@@ -545,7 +574,7 @@ begin
   loop
     select q.id, q.project_id, q.concurrency_group into v_id, v_project, v_group
     from ops.runs q
-    where q.status = 'queued'
+    where q.status = 'queued' and not q.blocked
       and q.id <> all(v_skip)
       and (q.needs = '{}' or ops.needs_met(q.git_commit, q.needs))
       and (q.concurrency_group is null or not ops.lane_busy(q.project_id, q.concurrency_group))
@@ -641,8 +670,9 @@ begin
 end;
 $$;
 
--- Replaces 0010's: also cancels queued runs whose need failed in a transaction that could not
--- see them (a need finishing while its dependent was being queued).
+-- Replaces 0010's: also settles waiting runs whose need finished in a transaction that could
+-- not see them (a need finishing while its dependent was being queued): unblocked when their
+-- needs are met, canceled when one failed.
 create or replace function ops.reap_expired_runs(p_limit integer default 100)
 returns integer
 language plpgsql
@@ -676,11 +706,15 @@ begin
   for v_run in
     select q.* from ops.runs q
     where q.status = 'queued' and q.needs <> '{}'
-      and not ops.needs_met(q.git_commit, q.needs)
+      and q.blocked = ops.needs_met(q.git_commit, q.needs)
     limit p_limit
     for update skip locked
   loop
-    perform ops.cancel_for_failed_need(v_run);
+    if v_run.blocked then
+      update ops.runs set blocked = false where id = v_run.id;
+    elsif not ops.cancel_for_failed_need(v_run) then
+      update ops.runs set blocked = true where id = v_run.id;  -- a need runs again (a retry)
+    end if;
   end loop;
   return v_count;
 end;
