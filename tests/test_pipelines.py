@@ -226,3 +226,32 @@ def test_a_disabled_schedule_stops(conn: Conn) -> None:
     assert schedules.tick(conn, now) == 1
     conn.execute("update ops.workflows set enabled = false where id = %s", (nightly,))
     assert schedules.tick(conn, now + timedelta(minutes=5)) == 0
+
+
+def test_a_need_run_again_makes_its_dependents_wait_again(conn: Conn, pipeline: Any) -> None:
+    project = pipeline["project"]
+    test = push(conn, project, pipeline["test"], A)  # no build run for A: its need is met
+    deploy = push(conn, project, pipeline["deploy"], A)
+    assert claim(conn) == str(test)
+    finish(conn, test, 0)
+    again = scalar(conn, "select ops.retry_run(%s)", (test,))  # deploy waits for the retry
+    assert claim(conn) == str(again)
+    assert claim(conn) is None
+    finish(conn, again, 0)
+    assert claim(conn) == str(deploy)
+
+
+def test_the_reaper_settles_a_waiting_run_whose_need_ended_unseen(
+    conn: Conn, pipeline: Any
+) -> None:
+    """A need that finished in a transaction that could not see its dependent."""
+    project = pipeline["project"]
+    build = push(conn, project, pipeline["build"], A)
+    test = push(conn, project, pipeline["test"], A)
+    conn.execute("alter table ops.runs disable trigger unblock_dependents")
+    finish(conn, claim(conn), 0)
+    conn.execute("alter table ops.runs enable trigger unblock_dependents")
+    assert status_of(conn, build) == "succeeded"
+    assert claim(conn) is None  # the flag still says waiting
+    scalar(conn, "select ops.reap_expired_runs()")
+    assert claim(conn) == str(test)

@@ -199,3 +199,38 @@ def test_runs_schedule_shows_the_next_slots(repo: Repo, db_url: str) -> None:
     assert lines[1] == "  last slot: none yet"
     slots = lines[2].removeprefix("  next: ").split(", ")
     assert len(slots) == 3 and all(s.endswith(("01:00 UTC", "00:00 UTC")) for s in slots)
+
+
+FLEET_PROJECT = """apiVersion: ops/v1
+kind: Project
+slug: {slug}
+workspace_key: {key}
+name: {slug}
+odoo_version: "18.0"
+workflows:
+  - {{type: build, name: build, git_ref: main, on: [push], paths: ["addons/{slug}/**"]}}
+"""
+
+
+def test_one_project_touched_in_a_fleet_of_three_thousand(tmp_path: Path, db_url: str) -> None:
+    repo = Repo(tmp_path / "state")
+    slugs = [f"p{i:04d}" for i in range(3000)]
+    for slug in slugs:
+        repo.write(f"projects/{slug}.yaml", FLEET_PROJECT.format(slug=slug, key=slug))
+    repo.commit("the fleet")
+    first = run(repo, db_url, "apply", "--yes", "-o", "json")
+    assert first.code == 0, first.stderr
+    assert len(json.loads(first.stdout)["runs"]) == 3000  # the first apply of the branch
+    repo.write("addons/p1234/models.py", "x = 1\n")
+    commit = repo.commit("p1234 only")
+    plan = plan_json(repo, db_url)
+    enqueued = [r["workflow"] for r in plan["runs"] if r["action"] == "enqueue"]
+    skipped = [r for r in plan["runs"] if r["action"] == "skip"]
+    assert enqueued == ["p1234/build/build"]
+    assert len(skipped) == 2999
+    assert {r["reason"].split(" since ")[0] for r in skipped} == {
+        "paths: none of the 1 file(s) changed"
+    }
+    assert run(repo, db_url, "apply", "--yes").code == 0
+    with psycopg.connect(db_url) as conn:
+        assert scalar(conn, "select count(*) from ops.runs where git_commit = %s", (commit,)) == 1

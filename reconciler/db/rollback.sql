@@ -60,6 +60,7 @@ drop function if exists ops.lane_busy(uuid, text);
 drop function if exists ops.place_run_in_pipeline();
 drop function if exists ops.cancel_dependents();
 drop function if exists ops.unblock_dependents();
+drop function if exists ops.reblock_dependents();
 drop function if exists ops.next_claimable_run();
 drop function if exists ops.due_schedules(timestamptz);
 drop function if exists ops.enqueue_scheduled_run(uuid, timestamptz, timestamptz, integer);

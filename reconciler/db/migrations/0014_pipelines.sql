@@ -372,7 +372,9 @@ begin
   from ops.workflows w
   where w.id = new.workflow_id;
   new.needs := coalesce(new.needs, '{}');
-  new.blocked := new.needs <> '{}' and not ops.needs_met(new.git_commit, new.needs);
+  -- waiting until place_run_in_pipeline (after the statement, when it sees every row the
+  -- statement inserted, e.g. a build and its test queued together) finds its needs met
+  new.blocked := new.needs <> '{}';
   return new;
 end;
 $$;
@@ -488,9 +490,11 @@ begin
   end if;
   if cardinality(new.needs) > 0 then
     select * into v_need from ops.unmet_need(new.git_commit, new.needs);
-    if v_need.run_id is not null and v_need.status in ('failed', 'canceled') then
+    if v_need.run_id is null then
+      update ops.runs set blocked = false where id = new.id;
+    elsif v_need.status in ('failed', 'canceled') then
       perform ops.cancel_for_failed_need(new);
-    elsif v_need.run_id is not null then
+    else
       insert into ops.run_events (run_id, event_type, message, payload)
       values (new.id, 'info',
               format('Waiting for %s (run #%s, %s) to succeed', v_need.workflow,
@@ -548,17 +552,45 @@ begin
   where d.project_id = new.project_id and d.git_commit = new.git_commit
     and d.status = 'queued' and d.blocked and d.needs <> '{}' and new.workflow_id = any(d.needs)
     and ops.needs_met(d.git_commit, d.needs);
+  if found then
+    perform pg_notify('ops_runs', 'ready');  -- idle workers: a run became claimable
+  end if;
   return null;
 end;
 $$;
+
+-- A need that runs again for a commit (a retry, a manual start) makes the runs waiting on it
+-- wait again, for the new run.
+create function ops.reblock_dependents()
+returns trigger
+language plpgsql
+security definer
+set search_path = ''
+as $$
+begin
+  update ops.runs d
+  set blocked = true
+  where d.project_id = new.project_id and d.git_commit = new.git_commit
+    and d.status = 'queued' and not d.blocked and d.needs <> '{}'
+    and new.workflow_id = any(d.needs);
+  return null;
+end;
+$$;
+
+create trigger reblock_dependents
+  after insert on ops.runs
+  for each row when (new.trigger_event <> 'push' and new.git_commit is not null)
+  execute function ops.reblock_dependents();
 
 create trigger unblock_dependents
   after update of status on ops.runs
   for each row when (new.status = 'succeeded' and new.git_commit is not null)
   execute function ops.unblock_dependents();
 
--- The next run a worker may take, locked: queued, its needs met, its lane free. The lane is
--- serialised by a transaction-level advisory lock, then checked again under it, so two
+-- The next run a worker may take, locked: queued, not waiting for a need (`blocked`, kept by
+-- the triggers above and settled by the reaper), its lane free. The predicate has no function
+-- call, so whatever plan the statistics give, a claim costs about what a plain one does. The
+-- lane is serialised by a transaction-level advisory lock, then checked again under it, so two
 -- workers never both take a run of one lane. Every claim function goes through here.
 create function ops.next_claimable_run()
 returns uuid
@@ -576,8 +608,10 @@ begin
     from ops.runs q
     where q.status = 'queued' and not q.blocked
       and q.id <> all(v_skip)
-      and (q.needs = '{}' or ops.needs_met(q.git_commit, q.needs))
-      and (q.concurrency_group is null or not ops.lane_busy(q.project_id, q.concurrency_group))
+      and (q.concurrency_group is null or not exists (
+        select from ops.runs o
+        where o.project_id = q.project_id and o.concurrency_group = q.concurrency_group
+          and o.status in ('claimed', 'running')))
     order by q.created_at, q.id
     for update skip locked
     limit 1;
@@ -792,14 +826,19 @@ grant execute on function
   ops.enqueue_scheduled_run(uuid, timestamptz, timestamptz, integer)
 to service_role;
 
--- Wake the workers (LISTEN ops_runs) when a run's end may make another claimable: a need that
--- succeeded, a lane that became free.
+-- Wake the idle workers (LISTEN ops_runs) when a lane becomes free for a queued run of it.
+-- (A need that succeeded notifies from unblock_dependents, only when it unblocked a run.)
 create function ops.notify_runs_ready()
 returns trigger
 language plpgsql
+set search_path = ''
 as $$
 begin
-  perform pg_notify('ops_runs', 'ready');
+  if exists (select from ops.runs q
+             where q.project_id = new.project_id and q.concurrency_group = new.concurrency_group
+               and q.status = 'queued') then
+    perform pg_notify('ops_runs', 'ready');
+  end if;
   return null;
 end;
 $$;
@@ -807,7 +846,6 @@ $$;
 create trigger notify_runs_ready
   after update of status on ops.runs
   for each row when (
-    new.status in ('succeeded', 'failed', 'canceled')
-    and (new.concurrency_group is not null
-         or (new.status = 'succeeded' and new.git_commit is not null)))
+    new.status in ('succeeded', 'failed', 'canceled', 'queued')
+    and new.concurrency_group is not null)
   execute function ops.notify_runs_ready();
