@@ -50,9 +50,9 @@ def push(conn: Conn, project: Any, workflows: list[Any], commit: str) -> list[An
         return [
             scalar(
                 conn,
-                "insert into ops.runs (project_id, workflow_id, idempotency_key, metadata) "
-                "values (%s, %s, %s, %s) returning id",
-                (project, w, f"push:{commit}:{w}", Jsonb({"commit": commit, "ref": "main"})),
+                "insert into ops.runs (project_id, workflow_id, metadata) "
+                "values (%s, %s, %s) returning id",
+                (project, w, Jsonb({"commit": commit, "ref": "main"})),
             )
             for w in workflows
         ]

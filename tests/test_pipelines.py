@@ -48,9 +48,9 @@ def workflow(
 def push(conn: Conn, project: Any, workflow_id: Any, commit: str) -> Any:
     return scalar(
         conn,
-        "insert into ops.runs (project_id, workflow_id, idempotency_key, metadata) "
-        "values (%s, %s, %s, jsonb_build_object('commit', %s::text, 'ref', 'main')) returning id",
-        (project, workflow_id, f"push:{commit}:{workflow_id}", commit),
+        "insert into ops.runs (project_id, workflow_id, metadata) "
+        "values (%s, %s, jsonb_build_object('commit', %s::text, 'ref', 'main')) returning id",
+        (project, workflow_id, commit),
     )
 
 

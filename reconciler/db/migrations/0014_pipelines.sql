@@ -627,7 +627,7 @@ begin
 end;
 $$;
 
--- Replaces 0010's: the same result, from the runs next_claimable_run allows.
+-- Replaces 0010's (and 0012's): the same result, from the runs next_claimable_run allows.
 create or replace function ops.claim_run(
   p_worker_id text, p_lease_seconds integer default 30, p_start boolean default false
 )
@@ -664,7 +664,11 @@ begin
       'run_number', v_run.run_number, 'attempt', v_run.attempt,
       'lease_token', v_run.lease_token, 'lease_expires_at', v_run.lease_expires_at,
       'metadata', v_run.metadata, 'project', p.slug, 'type', w.workflow_type,
-      'workflow', w.name, 'config', w.config, 'commit', v_run.git_commit, 'ref', v_run.git_ref
+      'workflow', w.name, 'config', w.config, 'commit', v_run.git_commit, 'ref', v_run.git_ref,
+      -- the code to check out, when 0012 (issue 9) recorded it: read by name from the row so
+      -- that this function stands whichever of the two migrations a database has
+      'repository_url', to_jsonb(v_run) -> 'repository_url',
+      'commit_sha', to_jsonb(v_run) -> 'commit_sha'
     )
     from ops.workflows w join ops.projects p on p.id = w.project_id
     where w.id = v_run.workflow_id
