@@ -552,9 +552,8 @@ begin
   where d.project_id = new.project_id and d.git_commit = new.git_commit
     and d.status = 'queued' and d.blocked and d.needs <> '{}' and new.workflow_id = any(d.needs)
     and ops.needs_met(d.git_commit, d.needs);
-  if found then
-    perform pg_notify('ops_runs', 'ready');  -- idle workers: a run became claimable
-  end if;
+  -- no NOTIFY: the worker that finished the need claims next in the same transaction and sees
+  -- the run it unblocked; a NOTIFY per success would serialise the workers' commits
   return null;
 end;
 $$;
@@ -831,7 +830,7 @@ grant execute on function
 to service_role;
 
 -- Wake the idle workers (LISTEN ops_runs) when a lane becomes free for a queued run of it.
--- (A need that succeeded notifies from unblock_dependents, only when it unblocked a run.)
+-- (A need that succeeded does not notify: its worker claims the run it unblocked.)
 create function ops.notify_runs_ready()
 returns trigger
 language plpgsql
