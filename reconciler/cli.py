@@ -12,6 +12,7 @@ from typing import Any, TypeVar
 import click
 
 from reconciler import __version__
+from reconciler.commands import console as console_commands
 from reconciler.commands import db as db_commands
 from reconciler.commands import diff as diff_commands
 from reconciler.commands import history as history_commands
@@ -19,6 +20,7 @@ from reconciler.commands import reconcile as reconcile_commands
 from reconciler.commands import runs as runs_commands
 from reconciler.core.plan import Safety
 from reconciler.core.problems import Problem
+from reconciler.db import secrets
 from reconciler.errors import ReconcilerError
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -31,18 +33,30 @@ def database_options(func: F) -> F:
         type=click.FloatRange(min=0.001),
         default=DEFAULT_LOCK_TIMEOUT_S,
         show_default=True,
-        help="Seconds to wait for another reconcile holding the lock.",
+        help="Longest wait, in seconds, for any lock (another reconcile, rows another "
+        "transaction holds).",
     )(func)
     return click.option(
         "--database-url",
         envvar="DATABASE_URL",
         metavar="URL",
+        callback=_secret_url,
         help="PostgreSQL URL (default: DATABASE_URL, else the embedded server).",
     )(func)
 
 
+def _secret_url(_ctx: click.Context, _param: click.Parameter, value: str | None) -> str | None:
+    secrets.remember(value)
+    return value
+
+
 def echo(text: str) -> None:
-    click.echo(text)
+    click.echo(secrets.redact(text))
+
+
+def echo_error(text: str) -> None:
+    """Every line on stderr goes through here: never a password, whatever failed."""
+    click.echo(secrets.redact(text), err=True)
 
 
 def state_dir_option(func: F) -> F:
@@ -337,6 +351,52 @@ def runs_cleanup(database_url: str | None, lock_timeout: float, log_days: int) -
     sys.exit(runs_commands.cleanup(database_url, lock_timeout, log_days, echo))
 
 
+@cli.group("console", invoke_without_command=True)
+@database_options
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option("--port", type=click.IntRange(1, 65535), default=8080, show_default=True)
+@click.option(
+    "--artifacts-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("artifacts"),
+    show_default=True,
+    help="Where the workers store artifacts (their --artifacts-dir); only files in it are served.",
+)
+@click.option(
+    "--jwks-url",
+    envvar="RECONCILE_CONSOLE_JWKS_URL",
+    metavar="URL",
+    help="Also accept tokens signed by these keys (Supabase's asymmetric JWT keys).",
+)
+@click.option(
+    "--secure-cookies", is_flag=True, help="Mark the session cookie Secure (behind HTTPS)."
+)
+@click.pass_context
+def console(
+    ctx: click.Context, /, database_url: str | None, lock_timeout: float, **opts: Any
+) -> None:
+    """Serve the web console: the fleet, projects, runs and their logs, per member."""
+    if ctx.invoked_subcommand is not None:
+        return
+    options = console_commands.ServeOptions(**opts)
+    sys.exit(console_commands.serve(database_url, lock_timeout, options, echo))
+
+
+@console.command("token")
+@database_options
+@click.option("--email", required=True, help="The user (auth.users) to sign in.")
+@click.option(
+    "--ttl",
+    type=int,
+    default=8 * 3600,
+    show_default=True,
+    help="Seconds the token is valid (60 to 604800).",
+)
+def console_token(database_url: str | None, lock_timeout: float, email: str, ttl: int) -> None:
+    """Print a short-lived sign-in token for a user (plain PostgreSQL, no Supabase)."""
+    sys.exit(console_commands.token(database_url, lock_timeout, email, ttl, echo))
+
+
 @cli.command("plan")
 @plan_options
 @click.option(
@@ -401,11 +461,11 @@ def db_drop(database_url: str | None, lock_timeout: float, yes: bool) -> None:
 def report_problems(invalid: reconcile_commands.InvalidFiles) -> None:
     """One line per problem on stderr, and on GitHub Actions an annotation per problem."""
     for problem in invalid.problems:
-        click.echo(str(problem), err=True)
+        echo_error(str(problem))
     if os.environ.get("GITHUB_ACTIONS") == "true":
         for line in github_annotations(invalid.problems, invalid.root):
-            click.echo(line)
-    click.echo(f"error: {invalid}", err=True)
+            echo(line)
+    echo_error(f"error: {invalid}")
 
 
 def github_annotations(problems: list[Problem], root: Path | None) -> list[str]:
@@ -431,6 +491,7 @@ def _escape(text: str, is_property: bool) -> str:
 def main(argv: list[str] | None = None) -> int:  # noqa: PLR0911  (one exit per error kind)
     """Entry point: exit 0 ok, 1 user-fixable error (one line on stderr), 2 only for changes."""
     debug = "--debug" in (argv if argv is not None else sys.argv[1:])
+    secrets.remember_environment()
     try:
         cli.main(args=argv, prog_name="reconcile", standalone_mode=False)
     except SystemExit as exc:
@@ -439,20 +500,19 @@ def main(argv: list[str] | None = None) -> int:  # noqa: PLR0911  (one exit per 
         report_problems(exc)
         return 1
     except ReconcilerError as exc:
-        click.echo(f"error: {exc}", err=True)
+        echo_error(f"error: {exc}")
         return 1
     except click.exceptions.Abort:
-        click.echo("error: aborted", err=True)
+        echo_error("error: aborted")
         return 1
     except click.ClickException as exc:
-        click.echo(f"error: {exc.format_message()} (see `reconcile --help`)", err=True)
+        echo_error(f"error: {exc.format_message()} (see `reconcile --help`)")
         return 1
     except Exception as exc:  # the last resort: one line, details only on request
         if debug:
-            traceback.print_exc()
-        click.echo(
-            f"error: unexpected {type(exc).__name__}: {exc} (rerun with --debug for details)",
-            err=True,
+            echo_error(traceback.format_exc().rstrip("\n"))
+        echo_error(
+            f"error: unexpected {type(exc).__name__}: {exc} (rerun with --debug for details)"
         )
         return 1
     return 0

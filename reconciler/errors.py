@@ -31,3 +31,8 @@ class EmbeddedServerError(ReconcilerError):
 
 class ConfirmationRequired(ReconcilerError):
     """A destructive command was run without its confirmation flag."""
+
+
+class CheckoutError(ReconcilerError):
+    """A run's code could not be checked out: a refused repository URL or commit, a repository
+    that cannot be reached, a commit that is not in it, or a timeout. One line, no credentials."""

@@ -27,6 +27,7 @@ from reconciler.core.desired import Resource, from_plain
 from reconciler.core.problems import Problem, Source
 from reconciler.core.summary import FileSummary, group_of, summarize
 from reconciler.core.validate import FileResult, check_file
+from reconciler.reading import Refused, StateReader
 
 _SUFFIXES = (".yaml", ".yml")
 _RACY_NS = 2_000_000_000
@@ -91,8 +92,10 @@ def state_files(root: Path) -> list[str]:
 def load(root: Path, cache_dir: Path | None) -> LoadedFiles:
     """The files of a working tree; unchanged ones (same stat) come from the cache."""
     cache = _Cache(cache_dir, f"files-{_path_digest(root)}") if cache_dir else None
+    reader = StateReader(root)
     loaded = {
-        relative: _load_one(root / relative, relative, cache) for relative in state_files(root)
+        relative: _load_one(reader, root / relative, relative, cache)
+        for relative in state_files(root)
     }
     if cache:
         cache.save()
@@ -109,7 +112,7 @@ def load_blobs(
     for relative, sha in blobs:
         name = f"{relative}@{sha}"
         hit = cache.get(name, (0, 0, 0), None) if cache else None
-        loaded[relative] = hit or _checked(relative, read(sha))
+        loaded[relative] = hit or _checked_blob(relative, sha, read)
         if cache and hit is None:
             cache.put(name, (0, 0, 0), sha, loaded[relative])
     if cache:
@@ -117,13 +120,15 @@ def load_blobs(
     return LoadedFiles(loaded)
 
 
-def _load_one(path: Path, relative: str, cache: _Cache | None) -> LoadedFile:
+def _load_one(reader: StateReader, path: Path, relative: str, cache: _Cache | None) -> LoadedFile:
     try:
-        stat = path.stat()
+        stat = reader.stat(path)
         key = (stat.st_size, stat.st_mtime_ns, stat.st_ino)
         if cache and (hit := cache.get(relative, key, path)):
             return hit
-        content = path.read_bytes()
+        content = reader.read(path)
+    except Refused as refused:
+        return refused_file(relative, refused)
     except OSError as exc:
         return _unreadable(relative, exc)
     loaded = _checked(relative, content)
@@ -132,13 +137,36 @@ def _load_one(path: Path, relative: str, cache: _Cache | None) -> LoadedFile:
     return loaded
 
 
+def _checked_blob(relative: str, sha: str, read: Callable[[str], bytes]) -> LoadedFile:
+    try:
+        content = read(sha)
+    except Refused as refused:  # too large: not read at all
+        return refused_file(relative, refused)
+    return _checked(relative, content)
+
+
 def _checked(relative: str, content: bytes) -> LoadedFile:
     try:
         text = content.decode("utf-8")
     except UnicodeDecodeError as exc:
-        return _unreadable(relative, exc)
+        return _not_utf8(relative, content, exc)
     result = check_file(relative, text)
     return LoadedFile(summarize(result.resources, bool(result.problems)), result, None)
+
+
+def refused_file(relative: str, refused: Refused) -> LoadedFile:
+    """A file that is not read (a link out of the state directory, a FIFO, too large)."""
+    problems = (refused.problem(relative),)
+    return LoadedFile(summarize((), has_problems=True), FileResult((), problems), None)
+
+
+def _not_utf8(relative: str, content: bytes, exc: UnicodeDecodeError) -> LoadedFile:
+    before = content[: exc.start]
+    line = before.count(b"\n") + 1
+    col = exc.start - before.rfind(b"\n")
+    message = f"cannot read the file: not UTF-8 (byte 0x{content[exc.start]:02x}); save it as UTF-8"
+    problem = Problem(Source(relative, line, col), codes.UNREADABLE_FILE, message)
+    return LoadedFile(summarize((), has_problems=True), FileResult((), (problem,)), None)
 
 
 def _unreadable(relative: str, exc: Exception) -> LoadedFile:

@@ -10,11 +10,20 @@ from typing import Any
 
 import git
 
+from reconciler.core import limits
+from reconciler.core import problems as codes
 from reconciler.core.plan import GitContext
+from reconciler.core.repository import refusal, without_credentials
 from reconciler.errors import ReconcilerError
+from reconciler.reading import OUTSIDE as _OUTSIDE
+from reconciler.reading import Refused
 
 # Where CI systems say which branch they build (a CI checkout is often a detached HEAD).
+_SYMLINK = 0o120000  # a git tree entry's mode for a symbolic link (its blob is the target)
+_MAX_LINKS = 8
 CI_REF_VARIABLES = ("GITHUB_HEAD_REF", "GITHUB_REF_NAME", "CI_COMMIT_REF_NAME", "BRANCH_NAME")
+# Says where workers fetch the state repository from, when the CI or `origin` is not it.
+REPOSITORY_VARIABLE = "RECONCILE_REPOSITORY_URL"
 
 
 def context(state_dir: Path, ref_override: str | None) -> GitContext:
@@ -30,8 +39,44 @@ def context(state_dir: Path, ref_override: str | None) -> GitContext:
         ref = ref_override or _branch(repo)
         relative = os.path.relpath(state_dir.resolve(), repo.working_tree_dir or ".")
         dirty = repo.is_dirty(untracked_files=True, path=relative)
+        repository = location(repo)
     reason = "uncommitted changes in the state directory" if dirty else None
-    return GitContext(commit, ref, clean=not dirty, reason=reason)
+    return GitContext(commit, ref, clean=not dirty, reason=reason, repository=repository)
+
+
+def location(repo: git.Repo) -> str:
+    """Where workers fetch this repository's commits: RECONCILE_REPOSITORY_URL, else what the
+    CI says it builds, else the `origin` remote, else the repository's own folder. Never with
+    credentials (a CI's origin often holds a token; workers bring their own)."""
+    if explicit := os.environ.get(REPOSITORY_VARIABLE):
+        if reason := refusal(explicit):
+            raise ReconcilerError(f"{REPOSITORY_VARIABLE} is refused: {reason}")
+        return without_credentials(explicit)
+    top = Path(repo.working_tree_dir or repo.git_dir).resolve()
+    for candidate in (_ci_repository(), _origin(repo, top)):
+        if candidate and refusal(candidate) is None:
+            return without_credentials(candidate)
+    return str(top)
+
+
+def _ci_repository() -> str | None:
+    env = os.environ
+    if env.get("GITHUB_SERVER_URL") and env.get("GITHUB_REPOSITORY"):
+        return f"{env['GITHUB_SERVER_URL'].rstrip('/')}/{env['GITHUB_REPOSITORY']}.git"
+    if project_url := env.get("CI_PROJECT_URL"):  # GitLab (CI_REPOSITORY_URL holds a token)
+        return f"{project_url.rstrip('/')}.git"
+    return None
+
+
+def _origin(repo: git.Repo, top: Path) -> str | None:
+    """The `origin` remote's URL; a relative path made absolute."""
+    try:
+        url = str(repo.remotes.origin.url)
+    except (AttributeError, IndexError, ValueError, git.GitCommandError):
+        return None
+    if refusal(url) is None or "://" in url or "::" in url or url.startswith("-"):
+        return url  # used as it is if git may be handed it; else passed over
+    return str((top / url).resolve())  # a path relative to the repository, e.g. ../code.git
 
 
 def _branch(repo: git.Repo) -> str | None:
@@ -59,6 +104,8 @@ class GitTree:
         prefix = os.path.relpath(state_dir.resolve(), top.resolve())
         self.prefix = "" if prefix == "." else prefix.replace(os.sep, "/")
         self.root = top
+        self.refused: list[tuple[str, Refused]] = []  # files blobs() will not give, and why
+        self.total = 0  # bytes read, against the limit of one run
 
     def blobs(self) -> list[tuple[str, str]]:
         """(path relative to the state directory, blob sha) of every YAML file, sorted."""
@@ -71,11 +118,49 @@ class GitTree:
         items: Iterable[Any] = tree_any.traverse(prune=_hidden_folder)
         for item in items:
             if item.type == "blob" and item.name.endswith((".yaml", ".yml")):
-                found.append((posixpath.relpath(item.path, self.prefix or "."), item.hexsha))
+                relative = posixpath.relpath(item.path, self.prefix or ".")
+                try:
+                    sha = self._regular(item)
+                except Refused as refused:
+                    self.refused.append((relative, refused))
+                else:
+                    if sha is not None:  # None: a link to a folder, not followed (as on disk)
+                        found.append((relative, sha))
         return sorted(found)
 
-    def read(self, sha: str) -> bytes:
-        return bytes(self.repo.odb.stream(bytes.fromhex(sha)).read())
+    def _regular(self, item: Any) -> str | None:
+        """The sha of the regular file at `item`: itself, or what its symlink points to when
+        that is a regular file inside the state directory (as on disk, see reading.py)."""
+        for _ in range(_MAX_LINKS):
+            if item.type != "blob":  # a folder or a submodule
+                return None
+            if item.mode != _SYMLINK:
+                return str(item.hexsha)
+            item = self._link_target(item)
+        raise Refused(codes.NOT_A_REGULAR_FILE, "a symbolic link in a loop")
+
+    def _link_target(self, link: Any) -> Any:
+        target = self.read(link.hexsha, limit=4096).decode("utf-8", "replace")
+        path = posixpath.normpath(posixpath.join(posixpath.dirname(link.path), target))
+        inside = not self.prefix or path.startswith(self.prefix + "/")
+        if posixpath.isabs(target) or path == ".." or path.startswith("../") or not inside:
+            raise Refused(codes.NOT_A_REGULAR_FILE, _OUTSIDE)
+        try:
+            item = self.commit.tree / path
+        except KeyError:
+            raise Refused(codes.UNREADABLE_FILE, "a symbolic link to nothing") from None
+        return item
+
+    def read(self, sha: str, limit: int = limits.MAX_FILE_BYTES) -> bytes:
+        """The blob's bytes; Refused (without reading it) when it is larger than `limit`."""
+        binsha = bytes.fromhex(sha)
+        size = self.repo.odb.info(binsha).size
+        if size > limit:
+            raise Refused(codes.LIMIT_EXCEEDED, limits.too_large(size))
+        self.total += size
+        if self.total > limits.MAX_RUN_BYTES:
+            raise Refused(codes.LIMIT_EXCEEDED, limits.run_too_large(self.total))
+        return bytes(self.repo.odb.stream(binsha).read())
 
     def close(self) -> None:
         self.repo.close()

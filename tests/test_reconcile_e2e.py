@@ -14,7 +14,6 @@ import psycopg
 import pytest
 
 from reconciler import files
-from reconciler.commands.reconcile import APPLY_LOCK_KEY
 from reconciler.core.summary import combine
 from reconciler.db import state
 from tests.cli import Result, reconcile
@@ -231,11 +230,13 @@ def test_unknown_user_on_a_supabase_auth_schema(repo: Repo, db_url: str) -> None
 
 def test_a_held_lock_times_out_with_one_line(repo: Repo, db_url: str) -> None:
     with psycopg.connect(db_url) as holder:
-        holder.execute("select pg_advisory_lock(%s)", (APPLY_LOCK_KEY,))
+        holder.execute("select from ops.reconcile_lock for update")  # what an apply takes
         result = run(repo, db_url, "apply", "--yes", "--lock-timeout", "0.3")
     assert result.code == 1
     assert result.stderr.strip() == (
-        "error: reconcile: another reconcile holds the lock; try again when it has finished"
+        "error: reconcile: another reconcile holds the lock, or another transaction holds a "
+        "lock on what it must change, for longer than --lock-timeout; nothing was written; "
+        "try again when it has finished"
     )
 
 

@@ -25,7 +25,8 @@ MANAGERS = {"owner", "admin"}
 # table -> operation -> the personas for whom the operation takes effect on project P's row
 EXPECTED: dict[str, dict[str, set[str]]] = {
     "projects": {"select": MEMBERS, "insert": NOBODY, "update": {"owner"}, "delete": NOBODY},
-    "workflows": {"select": MEMBERS, "insert": EDITORS, "update": EDITORS, "delete": EDITORS},
+    # history survives members: they disable a workflow, never delete it (0011)
+    "workflows": {"select": MEMBERS, "insert": EDITORS, "update": EDITORS, "delete": NOBODY},
     "runs": {"select": MEMBERS, "insert": EDITORS, "update": NOBODY, "delete": NOBODY},
     "run_events": {"select": MEMBERS, "insert": NOBODY, "update": NOBODY, "delete": NOBODY},
     "run_artifacts": {"select": MEMBERS, "insert": NOBODY, "update": NOBODY, "delete": NOBODY},
@@ -37,11 +38,12 @@ EXPECTED: dict[str, dict[str, set[str]]] = {
         "update": NOBODY,
         "delete": NOBODY,
     },
+    # removing a member is ops.remove_member() (0011): DELETE would let them LOCK the table
     "project_memberships": {
         "select": MEMBERS,
         "insert": MANAGERS,
         "update": MANAGERS,
-        "delete": MANAGERS,
+        "delete": NOBODY,
     },
 }
 
@@ -241,7 +243,9 @@ def test_admin_cannot_create_or_touch_owners(world: Any) -> None:
     )
     for query in (make_owner, promote, demote_owner):
         assert not takes_effect(conn, built, "admin", query)
+    for query in (make_owner, promote):
         assert takes_effect(conn, built, "owner", query)
+    # demoting owners: tests/test_db_hardening.py (a project keeps one)
 
 
 def test_developer_cannot_insert_a_finished_run(world: Any) -> None:

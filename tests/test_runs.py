@@ -261,7 +261,7 @@ def test_on_conflict_do_nothing_does_not_burn_a_number(conn: psycopg.Connection[
     workflow = make_workflow(conn, project)
     enqueue = (
         "insert into ops.runs (project_id, workflow_id, idempotency_key) values (%s, %s, %s) "
-        "on conflict (idempotency_key) do nothing"
+        "on conflict (workflow_id, idempotency_key) do nothing"  # keys are per workflow (0011)
     )
     for key in ["sha-1", "sha-1", "sha-2", "sha-1", "sha-3"]:
         conn.execute(enqueue, (project, workflow, key))

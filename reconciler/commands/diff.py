@@ -49,9 +49,11 @@ def run(options: Options, refs: Refs, out: Echo) -> int:
 def _at_ref(state_dir: Path, ref: str) -> files.LoadedFiles:
     tree = gitrepo.GitTree(state_dir, ref)
     try:
-        return files.load_blobs(tree.blobs(), tree.read, cache_dir(), tree.root)
+        loaded = files.load_blobs(tree.blobs(), tree.read, cache_dir(), tree.root)
     finally:
         tree.close()
+    refused = {relative: files.refused_file(relative, why) for relative, why in tree.refused}
+    return files.LoadedFiles(dict(sorted({**loaded.files, **refused}.items())))
 
 
 def _working_tree(options: Options) -> files.LoadedFiles:

@@ -11,18 +11,22 @@ import dataclasses
 import json
 import os
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from reconciler import files, gitrepo
+from reconciler import checkout, files, gitrepo
 from reconciler.core import pipelines, render, upgrades
-from reconciler.core.desired import DesiredState, assemble
+from reconciler.core.desired import ANY_BRANCH, DesiredState, assemble
 from reconciler.core.plan import (
     Change,
+    Code,
+    CodeHead,
     GitContext,
     Plan,
     Safety,
+    code_heads_wanted,
     collect,
     diff,
     needs_detail,
@@ -32,14 +36,15 @@ from reconciler.core.plan import (
 )
 from reconciler.core.problems import Problem
 from reconciler.core.saved import SAVED_FORMAT, moved, saved
-from reconciler.core.summary import RunEntry, combine, stale_groups
+from reconciler.core.summary import RunEntry, code_repositories, combine, stale_groups
 from reconciler.db import migrations, state
-from reconciler.db.connection import advisory_xact_lock, connect, lock_key, user_errors
+from reconciler.db.connection import apply_lock, connect, user_errors
 from reconciler.db.target import open_target
 from reconciler.db.writer import DatabaseRefused, Writer
-from reconciler.errors import ReconcilerError
+from reconciler.errors import CheckoutError, ReconcilerError
 
-APPLY_LOCK_KEY = lock_key("ops-reconciler:apply")
+HEAD_TIMEOUT_S = 20.0  # per `git ls-remote` of a project's code repository
+HEAD_LOOKUPS = 8  # at once
 Echo = Callable[[str], None]
 
 
@@ -147,6 +152,8 @@ def _reconcile(options: Options, *, commit: bool, expected: dict[str, Any] | Non
     loaded = _load(options)
     wanted, run_entries = combine(f.summary for f in loaded.files.values())
     git = gitrepo.context(options.state_dir, options.ref)
+    defined = code_repositories(f.summary for f in loaded.files.values())
+    code = code_heads(defined, run_entries)
     with (
         open_target(options.database_url, lock_timeout_s=options.lock_timeout_s) as target,
         connect(target.conninfo) as conn,
@@ -154,16 +161,20 @@ def _reconcile(options: Options, *, commit: bool, expected: dict[str, Any] | Non
     ):
         status = migrations.read_status(conn)
         migrations.require_current(status)
+        conn.rollback()  # the status was read in a transaction of its own: the plan's is new
         with conn.transaction(force_rollback=not commit):
             if options.read_only and not commit:
-                conn.execute("set transaction read only")
-            advisory_xact_lock(conn, APPLY_LOCK_KEY, options.lock_timeout_s)
+                # a read-only login cannot lock: one consistent snapshot instead
+                conn.execute("set transaction isolation level repeatable read, read only")
+            else:
+                apply_lock(conn, options.lock_timeout_s)
             groups = state.group_states(conn)
             stale = stale_groups(wanted, groups)
             actual = state.read(conn, stale)
             desired = _desired(loaded, stale, actual, create_users=status.auth == "compatible")
             git = _with_changes(conn, options.state_dir, git, run_entries)
-            result = _plan(conn, desired, actual, git, run_entries)
+            code = _with_database_projects(conn, code, set(defined), run_entries)
+            result = _plan(conn, desired, actual, git, (run_entries, code))
             _refuse_if_moved(result, expected)
             if commit and result.blocked:
                 raise InvalidFiles(list(result.blocked))
@@ -206,8 +217,10 @@ def _plan(
     desired: DesiredState,
     actual: state.ActualState,
     git: GitContext,
-    run_entries: list[RunEntry],
+    runs: tuple[list[RunEntry], Code],
 ) -> Plan:
+    """`runs`: the run entries of the files, and the projects' own code repositories."""
+    run_entries, code = runs
     rows = state.read_rows(conn, actual, needs_detail(desired, actual.index))
     changes = diff(desired, actual.index, rows)
     new_users = sorted(
@@ -217,13 +230,13 @@ def _plan(
             if c.kind == "membership" and c.identity[1].startswith("new:")
         }
     )
-    candidates = plan_runs(run_entries, git, set())
+    candidates = plan_runs(run_entries, git, set(), code)
     keys = [r.idempotency_key for r in candidates if r.idempotency_key]
-    runs = plan_runs(run_entries, git, state.existing_run_keys(conn, keys))
+    planned = plan_runs(run_entries, git, state.existing_run_keys(conn, keys), code)
     shown, blocked = _upgrade_gate(conn, changes, desired)
     return Plan(
         tuple(changes),
-        tuple(runs),
+        tuple(planned),
         git.commit,
         git.ref,
         tuple(new_users),
@@ -258,6 +271,40 @@ def _with_changes(
     since = state.last_applied_commit(conn, git.ref, git.commit)
     changed = gitrepo.changed_files(state_dir, since, git.commit)
     return dataclasses.replace(git, changed=changed, since=since)
+
+
+def code_heads(repositories: dict[str, str | None], run_entries: list[RunEntry]) -> Code:
+    """The heads of the branches that run workflows of projects with a code repository of
+    their own, asked of their remotes at once (before the apply's lock is taken)."""
+    own = {slug: url for slug, url in repositories.items() if url is not None}
+    wanted = code_heads_wanted(run_entries, own)
+    if not wanted:
+        return Code(own)
+    with ThreadPoolExecutor(min(len(wanted), HEAD_LOOKUPS)) as pool:
+        heads = dict(zip(wanted, pool.map(_head, wanted), strict=True))
+    return Code(own, heads)
+
+
+def _head(wanted: tuple[str, str]) -> CodeHead:
+    repository, runs_on = wanted
+    branch = None if runs_on == ANY_BRANCH else runs_on
+    try:
+        return CodeHead(checkout.remote_head(repository, branch, timeout_s=HEAD_TIMEOUT_S))
+    except CheckoutError as error:
+        return CodeHead(None, str(error))
+
+
+def _with_database_projects(
+    conn: state.Conn, code: Code, defined: set[str], run_entries: list[RunEntry]
+) -> Code:
+    """A standalone Workflow may belong to a project only the database holds (not `defined`
+    in the files): its code repository is the database's."""
+    others = sorted({identity[0] for identity, _, _ in run_entries} - defined)
+    found = {s: u for s, u in state.project_repositories(conn, others).items() if u is not None}
+    if not found:
+        return code
+    extra = code_heads(dict(found), run_entries)
+    return Code({**code.repositories, **found}, {**code.heads, **extra.heads})
 
 
 def _refuse_if_moved(result: Plan, expected: dict[str, Any] | None) -> None:

@@ -18,7 +18,7 @@ import psycopg
 
 from reconciler.core import cron
 from reconciler.db import migrations
-from reconciler.db.connection import connect, user_errors
+from reconciler.db.connection import bound_waits, connect, user_errors
 from reconciler.db.queries import query
 from reconciler.db.target import open_target
 from reconciler.errors import ReconcilerError
@@ -250,6 +250,7 @@ def _read(url: str | None, lock_timeout_s: float, action: Callable[[Any], Any]) 
         user_errors("reading the runs"),
     ):
         migrations.require_current(migrations.read_status(conn))
+        bound_waits(conn, lock_timeout_s)  # cancel and cleanup lock rows: never wait forever
         result = action(conn)
         conn.commit()
         return result

@@ -15,6 +15,7 @@ from functools import partial
 from typing import Any, NamedTuple
 
 from reconciler.core import problems as codes
+from reconciler.core.emails import email_key
 from reconciler.core.problems import Problem, Source
 from reconciler.core.yamldoc import Document
 
@@ -127,6 +128,7 @@ def _project(document: Document) -> list[Resource]:
             **optional_fields(
                 acknowledged_advisories=sorted(value.get("acknowledged_advisories", []))
             ),
+            **_optional(repository=value.get("repository")),
         },
         document.at(()),
         refs=(("odoo_version", document.at(("odoo_version",))),),
@@ -140,6 +142,12 @@ def _project(document: Document) -> list[Resource]:
         for i, spec in enumerate(value.get("members", []))
     ]
     return [project, *workflows, *members]
+
+
+def _optional(**fields: Any) -> dict[str, Any]:
+    """Fields added after v1 are compared only when set, so the digest of every resource
+    that does not use them stays what it was (no full re-read of a fleet after an upgrade)."""
+    return {name: value for name, value in fields.items() if value is not None}
 
 
 def _workflow(
@@ -200,8 +208,8 @@ def _membership(
         refs.append(("project", document.at((*path, "project"))))
     return make(
         "membership",
-        (project, user.lower()),
-        {"project": project, "user": user.lower(), "role": spec["role"]},
+        (project, email_key(user)),
+        {"project": project, "user": email_key(user), "role": spec["role"]},
         document.at(path),
         inline=inline,
         refs=tuple(refs),

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
 from reconciler.core import globs
@@ -53,10 +53,28 @@ class GitContext:
     ref: str | None
     clean: bool
     reason: str | None = None  # why no run can be enqueued, when that is so
+    repository: str | None = None  # where workers fetch the state repository (no credentials)
     # The files (repository paths) the push changed since `since`, the last applied commit of
     # the branch; None when that is unknown (the first apply of a branch): every path counts.
     changed: frozenset[str] | None = None
     since: str | None = None
+
+
+@dataclass(frozen=True)
+class CodeHead:
+    """A code repository's branch head, asked of the remote when the plan is made."""
+
+    commit: str | None
+    reason: str | None = None  # why it could not be told
+
+
+@dataclass(frozen=True)
+class Code:
+    """The projects whose code is in a repository of their own, and the heads of the
+    branches their workflows run on: (URL, branch or ANY_BRANCH) -> head."""
+
+    repositories: Mapping[str, str] = field(default_factory=dict)  # project slug -> URL
+    heads: Mapping[tuple[str, str], CodeHead] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -67,6 +85,10 @@ class RunRequest:
     idempotency_key: str | None
     action: str  # enqueue | exists | skip
     reason: str | None = None
+    commit: str | None = None  # the code's commit the run checks out
+    ref: str | None = None
+    repository: str | None = None  # where the worker fetches it
+    own_repository: bool = False  # the project's own code repository, not the state one
 
 
 @dataclass(frozen=True)
@@ -228,11 +250,30 @@ def plan_runs(
     entries: Iterable[tuple[Identity, str, tuple[str, ...]]],
     git: GitContext,
     existing_keys: set[str],
+    code: Code | None = None,
 ) -> list[RunRequest]:
-    """What becomes of each enabled `on: [push]` workflow for this commit: enqueued, already
-    there, or skipped with the reason (another branch, no clean commit, paths not matched).
-    `entries`: (workflow identity, the branch whose pushes run it or ANY_BRANCH, paths)."""
-    return [_run(entry, git, existing_keys) for entry in entries]
+    """What becomes of each enabled `on: [push]` workflow: enqueued, already there, or skipped
+    with the reason (another branch, no clean commit, `paths` not matched). A workflow runs for
+    the state repository's commit when its git_ref is the ref applied, or for the project's own
+    code repository (`code`) at the head of its git_ref (`paths` filter only state commits).
+    `entries`: (workflow identity, its git_ref or ANY_BRANCH, its paths)."""
+    code = code or Code()
+    runs = []
+    for identity, runs_on, paths in entries:
+        if identity[0] in code.repositories:
+            runs.append(_code_run(identity, runs_on, code, git, existing_keys))
+        else:
+            runs.append(_run((identity, runs_on, paths), git, existing_keys))
+    return runs
+
+
+def code_heads_wanted(
+    entries: Iterable[tuple[Identity, str, tuple[str, ...]]], repositories: Mapping[str, str]
+) -> list[tuple[str, str]]:
+    """The (URL, branch) pairs whose heads `plan_runs` needs, each once, sorted."""
+    return sorted(
+        {(repositories[i[0]], runs_on) for i, runs_on, _ in entries if i[0] in repositories}
+    )
 
 
 def idempotency_key(commit: str, workflow_key: str) -> str:
@@ -256,7 +297,28 @@ def _run(
         return RunRequest(identity[0], workflow, identity, None, "skip", reason)
     key = idempotency_key(git.commit, workflow)
     action = "exists" if key in existing_keys else "enqueue"
-    return RunRequest(identity[0], workflow, identity, key, action)
+    return RunRequest(
+        identity[0], workflow, identity, key, action, None, git.commit, git.ref, git.repository
+    )
+
+
+def _code_run(
+    identity: Identity, runs_on: str, code: Code, git: GitContext, existing_keys: set[str]
+) -> RunRequest:
+    """Keyed by the code's commit: a new head of the code repository is one run, however
+    many applies see it. The state files must be committed (they hold the steps)."""
+    repository = code.repositories[identity[0]]
+    head = code.heads.get((repository, runs_on), CodeHead(None, "its head was not resolved"))
+    workflow = resource_key("workflow", identity)
+    reason = (git.reason or "no commit") if git.commit is None or not git.clean else head.reason
+    if head.commit is None or reason:
+        return RunRequest(identity[0], workflow, identity, None, "skip", reason or "no commit")
+    key = idempotency_key(head.commit, workflow)
+    action = "exists" if key in existing_keys else "enqueue"
+    ref = None if runs_on == ANY_BRANCH else runs_on
+    return RunRequest(
+        identity[0], workflow, identity, key, action, None, head.commit, ref, repository, True
+    )
 
 
 def resolve_members(

@@ -13,6 +13,8 @@ DUPLICATE_KEY = "E101"
 NOT_A_MAPPING = "E102"
 BAD_HEADER = "E103"
 UNKNOWN_KIND = "E104"
+UNSUPPORTED_YAML = "E105"
+LIMIT_EXCEEDED = "E106"
 MISSING_FIELD = "E110"
 WRONG_TYPE = "E111"
 NOT_ALLOWED = "E112"
@@ -25,6 +27,7 @@ UNKNOWN_PROJECT = "E122"
 UNKNOWN_USER = "E130"
 DATABASE_REFUSED = "E140"
 UNREADABLE_FILE = "E150"
+NOT_A_REGULAR_FILE = "E151"
 UNKNOWN_NEED = "E160"
 NEEDS_CYCLE = "E161"
 BAD_SCHEDULE = "E162"
@@ -41,7 +44,7 @@ class Source(NamedTuple):
     col: int = 1
 
     def __str__(self) -> str:
-        return f"{self.file}:{self.line}:{self.col}"
+        return f"{one_line(self.file)}:{self.line}:{self.col}"
 
 
 @dataclass(frozen=True, order=True)
@@ -51,4 +54,12 @@ class Problem:
     message: str
 
     def __str__(self) -> str:
-        return f"{self.source}: {self.code} {self.message}"
+        return f"{self.source}: {self.code} {one_line(self.message)}"
+
+
+def one_line(text: str) -> str:
+    """`text` as one line a terminal shows as written: every character that is not printable
+    (line breaks, NUL and other controls, U+2028, bidi overrides) escaped as Python would."""
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)

@@ -64,6 +64,10 @@ def _run_dict(run: RunRequest) -> dict[str, Any]:
     }
     if run.reason:
         entry["reason"] = run.reason
+    if run.commit:
+        entry["commit"] = run.commit
+    if run.own_repository:  # the project's own code repository, not the state one
+        entry |= {"repository": run.repository, "ref": run.ref}
     return entry
 
 
@@ -122,7 +126,8 @@ def _change_lines(change: Change, style: Style) -> list[str]:
 def _run_line(run: RunRequest, style: Style) -> str:
     if run.action == "skip":
         return f"  . {run.workflow}: not enqueued ({run.reason})"
-    return style(f"  + run {run.workflow} ({run.idempotency_key})", "green")
+    source = f" from {run.repository} {run.ref or 'HEAD'}" if run.own_repository else ""
+    return style(f"  + run {run.workflow} ({run.idempotency_key}){source}", "green")
 
 
 def _advisory_line(advisory: dict[str, Any]) -> str:

@@ -14,7 +14,7 @@ from referencing import Registry, Resource
 
 from reconciler.core import problems as codes
 from reconciler.core.problems import Problem
-from reconciler.core.yamldoc import Document
+from reconciler.core.yamldoc import Document, shown
 
 KINDS = {
     "Project": "project",
@@ -33,8 +33,9 @@ _CODES = {
     "additionalProperties": codes.UNKNOWN_FIELD,
     "unevaluatedProperties": codes.UNKNOWN_FIELD,
 }
+_LONGEST_PATTERN_SHOWN = 60
+NEWLINE_GUARD = "(?!\\n)"
 _UNEXPECTED = re.compile(r"\((.*) (?:was|were) unexpected\)")
-_QUOTED = re.compile(r"'((?:[^'\\]|\\.)*)'")
 _JSON_TYPES = {
     str: "string",
     bool: "boolean",
@@ -84,14 +85,15 @@ def _check_header(document: Document) -> list[Problem]:
     value = document.value
     if value.get("apiVersion") != API_VERSION:
         where = document.at(("apiVersion",)) if "apiVersion" in value else document.at(())
-        got = f"got {value['apiVersion']!r}" if "apiVersion" in value else "it is missing"
+        got = f"got {shown(value['apiVersion'])}" if "apiVersion" in value else "it is missing"
         return [Problem(where, codes.BAD_HEADER, f"apiVersion must be {API_VERSION!r}; {got}")]
     kind = value.get("kind")
-    if kind not in KINDS:
+    if not isinstance(kind, str) or kind not in KINDS:
         where = document.at(("kind",)) if "kind" in value else document.at(())
         if kind is None:
             return [Problem(where, codes.BAD_HEADER, "kind is missing; one of " + _kinds())]
-        return [Problem(where, codes.UNKNOWN_KIND, f"unknown kind {kind!r}; one of {_kinds()}")]
+        message = f"unknown kind {shown(kind)}; one of {_kinds()}"
+        return [Problem(where, codes.UNKNOWN_KIND, message)]
     return []
 
 
@@ -103,31 +105,45 @@ def _problem(document: Document, error: ValidationError) -> Problem:
     if code == codes.MISSING_FIELD:
         return Problem(document.at(path), code, _at(path, error.message))
     where = document.at(path)
-    return Problem(where, code, _at(path, _message(error)))
+    return Problem(where, code, _at(path, _message(error, document.written.get(path))))
 
 
 def _unknown_fields(document: Document, path: tuple[Any, ...], error: ValidationError) -> Problem:
     match = _UNEXPECTED.search(error.message)
-    unknown = sorted(_QUOTED.findall(match[1])) if match else []
+    listed = match[1] if match else ""
+    instance = error.instance if isinstance(error.instance, dict) else {}
+    unknown = sorted(k for k in instance if repr(k) in listed)
     where = document.key_at((*path, unknown[0])) if unknown else document.at(path)
-    names = ", ".join(repr(k) for k in unknown)
+    names = ", ".join(shown(k) for k in unknown)
     return Problem(where, codes.UNKNOWN_FIELD, _at(path, f"unknown field {names}"))
 
 
-def _message(error: ValidationError) -> str:
+def _message(error: ValidationError, written: str | None) -> str:
+    """`written`: the value's text in the file when YAML read it as a number or boolean
+    (`18.10` is the float 18.1: the hint quotes what the user wrote)."""
     if error.validator == "type":
         expected = error.validator_value
         hint = ""
-        if expected == "string" and isinstance(error.instance, int | float):
-            hint = f' (quote it: "{error.instance}")'
+        if expected == "string" and written is not None:
+            hint = f' (quote it: "{written}")'
         return f"expected {_expected(expected)}, got {_type_name(error.instance)}{hint}"
     if error.validator in ("enum", "const"):
         allowed: Any = error.validator_value
         options = list(allowed) if error.validator == "enum" else [allowed]
-        return f"{error.instance!r} is not one of {', '.join(repr(o) for o in options)}"
+        return f"{shown(error.instance)} is not one of {', '.join(repr(o) for o in options)}"
     if error.validator == "pattern":
-        return f"{error.instance!r} does not match {error.validator_value}"
+        pattern = documented(error.validator_value)
+        described = error.schema.get("description") if isinstance(error.schema, dict) else None
+        if described and len(pattern) > _LONGEST_PATTERN_SHOWN:
+            return f"{shown(error.instance)} is not {described[0].lower()}{described[1:]}"
+        return f"{shown(error.instance)} does not match {pattern}"
     return error.message
+
+
+def documented(pattern: Any) -> str:
+    """A schema pattern as the docs write it: without the guard `(?!\n)` that makes Python's
+    `$` refuse a final newline as ECMA-262's and Rust's `$` do."""
+    return str(pattern).replace(NEWLINE_GUARD, "")
 
 
 def _at(path: tuple[Any, ...], message: str) -> str:

@@ -40,20 +40,23 @@ class FileSummary(NamedTuple):
     groups: tuple[tuple[str, int], ...]
     runs: tuple[RunEntry, ...]
     has_problems: bool
+    code: tuple[tuple[str, str | None], ...] = ()  # each project's own code repository, or None
 
 
 def summarize(resources: Iterable[Resource], has_problems: bool) -> FileSummary:
     groups: Groups = {}
     runs: list[RunEntry] = []
+    code: list[tuple[str, str | None]] = []
     for resource in resources:
         group = group_of((resource.kind, resource.identity))
         digest = row_hash(resource.kind, resource.identity, resource.digest)
         groups[group] = groups.get(group, 0) + digest
         if resource.runs_on is not None:
-            runs.append(
-                (resource.identity, resource.runs_on, tuple(resource.fields.get("paths", ())))
-            )
-    return FileSummary(tuple(groups.items()), tuple(runs), has_problems)
+            paths = tuple(resource.fields.get("paths", ()))
+            runs.append((resource.identity, resource.runs_on, paths))
+        if resource.kind == "project":
+            code.append((resource.identity[0], resource.fields.get("repository")))
+    return FileSummary(tuple(groups.items()), tuple(runs), has_problems, tuple(code))
 
 
 def combine(summaries: Iterable[FileSummary]) -> tuple[Groups, list[RunEntry]]:
@@ -64,6 +67,11 @@ def combine(summaries: Iterable[FileSummary]) -> tuple[Groups, list[RunEntry]]:
             groups[group] = groups.get(group, 0) + value
         runs += summary.runs
     return groups, runs
+
+
+def code_repositories(summaries: Iterable[FileSummary]) -> dict[str, str | None]:
+    """The projects the files define, each with its own code repository or None."""
+    return {slug: url for summary in summaries for slug, url in summary.code}
 
 
 class GroupState(NamedTuple):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -12,6 +13,8 @@ from psycopg import errors as pg_errors
 from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
+from reconciler.db.queries import query
+from reconciler.db.secrets import redact, remember
 from reconciler.errors import DatabaseUnavailable, LockTimeout, ReconcilerError
 
 CONNECT_TIMEOUT_S = 10
@@ -30,28 +33,54 @@ def describe(url: str) -> str:
 
 
 def connect(url: str, *, autocommit: bool = False) -> psycopg.Connection[tuple[object, ...]]:
-    """A connection, or DatabaseUnavailable with one line that says what and where."""
+    """A connection, or DatabaseUnavailable with one line that says what and where (never the
+    password: see secrets.py)."""
+    remember(url)
     try:
         conninfo = make_conninfo(
             url, connect_timeout=CONNECT_TIMEOUT_S, application_name=APPLICATION_NAME
         )
     except psycopg.ProgrammingError as exc:
-        raise DatabaseUnavailable(f"invalid database URL: {first_line(exc)}") from None
+        raise DatabaseUnavailable(
+            f"invalid database URL: {unquoted(first_line(exc))} (write a '%', '@', ':', '/', "
+            "'?', '#', '[' or space of the user name or password percent-encoded: %25, %40, "
+            "%3A, %2F, %3F, %23, %5B, %20)"
+        ) from None
     try:
         return psycopg.connect(conninfo, autocommit=autocommit)
-    except psycopg.OperationalError as exc:
+    except (psycopg.OperationalError, psycopg.ProgrammingError, ValueError) as exc:
         raise DatabaseUnavailable(
-            f"cannot connect to the database {describe(url)}: {reason(exc)} "
-            "(check --database-url or DATABASE_URL)"
+            redact(
+                f"cannot connect to the database {describe(url)}: {reason(exc)} "
+                "(check --database-url or DATABASE_URL)"
+            )
         ) from None
 
 
-def advisory_xact_lock(conn: psycopg.Connection[Any], key: int, timeout_s: float) -> None:
-    """Take a transaction-level advisory lock, waiting at most `timeout_s` (LockTimeout)."""
+def unquoted(message: str) -> str:
+    """libpq's parse error without the parts of the URL it quotes (they may hold the password)."""
+    return redact(re.sub(r'"[^"]{2,}"', '"..."', message))
+
+
+def bound_waits(conn: psycopg.Connection[Any], timeout_s: float) -> None:
+    """Every lock wait of the rest of the transaction (locks of rows and tables included, not only
+    the first one) ends after `timeout_s` with LockNotAvailable."""
     timeout_ms = max(1, int(timeout_s * 1000))
     conn.execute(sql.SQL("set local lock_timeout = {}").format(sql.Literal(f"{timeout_ms}ms")))
+
+
+def advisory_xact_lock(conn: psycopg.Connection[Any], key: int, timeout_s: float) -> None:
+    """Take a transaction-level advisory lock (the migrations': the schema may not exist yet);
+    this and every later lock wait of the transaction last at most `timeout_s`."""
+    bound_waits(conn, timeout_s)
     conn.execute("select pg_advisory_xact_lock(%s)", (key,))
-    conn.execute("set local lock_timeout = 0")
+
+
+def apply_lock(conn: psycopg.Connection[Any], timeout_s: float) -> None:
+    """The lock of plans and applies: the row of ops.reconcile_lock, which only the reconciler
+    may lock (any role can take an advisory lock). Every later lock wait is bounded too."""
+    bound_waits(conn, timeout_s)
+    conn.execute(query("lock_apply"))
 
 
 def lock_key(name: str) -> int:
@@ -66,15 +95,24 @@ def user_errors(action: str) -> Iterator[None]:
         yield
     except pg_errors.LockNotAvailable:
         raise LockTimeout(
-            f"{action}: another reconcile holds the lock; try again when it has finished"
+            f"{action}: another reconcile holds the lock, or another transaction holds a lock "
+            "on what it must change, for longer than --lock-timeout; nothing was written; "
+            "try again when it has finished"
+        ) from None
+    except (pg_errors.QueryCanceled, pg_errors.DeadlockDetected) as exc:
+        raise LockTimeout(
+            redact(f"{action}: {first_line(exc)}; nothing was written; try again")
         ) from None
     except psycopg.OperationalError as exc:
         raise DatabaseUnavailable(
-            f"{action}: lost the database connection: {reason(exc)}"
+            redact(f"{action}: lost the database connection: {reason(exc)}")
         ) from None
     except psycopg.errors.InsufficientPrivilege as exc:
         raise ReconcilerError(
-            f"{action}: {first_line(exc)} (connect as the schema owner)"
+            redact(
+                f"{action}: {first_line(exc)} (connect as the schema owner; a read-only login "
+                "can run `plan --read-only`)"
+            )
         ) from None
 
 

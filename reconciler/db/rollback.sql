@@ -4,6 +4,7 @@
 -- may be referenced by other things.
 
 drop table if exists ops.reconcile_applies cascade;
+drop table if exists ops.reconcile_lock cascade;
 -- (the roles anon, authenticated, service_role and ops_reader are cluster-wide: left alone)
 drop table if exists ops.project_memberships cascade;
 drop table if exists ops.upgrade_advisories cascade;
@@ -26,6 +27,10 @@ drop function if exists ops.current_user_id();
 drop function if exists ops.current_user_role(uuid);
 drop function if exists ops.is_project_member(uuid);
 drop function if exists ops.is_run_visible(uuid);
+-- 0016 (console), beside the membership functions they use
+drop function if exists ops.console_fleet(text, text, text, integer);
+drop function if exists ops.console_project_members(uuid);
+drop function if exists ops.console_applies(integer, timestamptz);
 drop function if exists ops.assign_run_number();
 drop function if exists ops.validate_run_insert();
 drop function if exists ops.validate_run_status_transition();
@@ -51,6 +56,19 @@ drop function if exists ops.fill_run_commit();
 drop function if exists ops.request_run(uuid, text, text);
 drop function if exists ops.retry_run(uuid);
 drop function if exists ops.request_cancel(uuid, text);
+-- 0012 (checkout)
+drop function if exists ops.fill_run_code();
+drop function if exists ops.is_safe_repository_url(text);
+drop function if exists ops.guard_managed_row();
+drop function if exists ops.guard_member_insert();
+drop function if exists ops.validate_run_key();
+drop function if exists ops.keep_an_owner();
+drop function if exists ops.remove_member(uuid);
+drop function if exists ops.other_owners(uuid, uuid);
+drop function if exists ops.acting_as_member();
+-- with the index of 0011 on auth.users (compatible schema) that uses it
+drop function if exists ops.email_key(text) cascade;
+-- 0014 (pipelines)
 drop function if exists ops.anchor_schedule();
 drop function if exists ops.notify_runs_ready();
 drop function if exists ops.snapshot_run_pipeline();

@@ -96,6 +96,7 @@ def _projects(conn: Conn, ids: list[Any]) -> list[Row]:
         version,
         status,
         config,
+        repository,
         managed,
         acknowledged,
     ) in conn.execute(query("read_projects"), {"ids": ids}):
@@ -109,6 +110,8 @@ def _projects(conn: Conn, ids: list[Any]) -> list[Row]:
             "config": config,
             **optional_fields(acknowledged_advisories=sorted(acknowledged)),
         }
+        if repository is not None:  # compared only when set, as the files do (desired.py)
+            fields["repository"] = repository
         rows.append(Row("project", (slug,), id_, fields, managed, slug))
     return rows
 
@@ -262,3 +265,10 @@ def advisories(conn: Conn) -> list[Advisory]:
         )
         for key, low, high, severity, title, modules in conn.execute(query("gate_advisories"))
     ]
+
+
+def project_repositories(conn: Conn, slugs: list[str]) -> dict[str, str | None]:
+    """The `repository` of projects in the database, by slug (None: the state repository)."""
+    if not slugs:
+        return {}
+    return dict(conn.execute(query("project_repositories"), {"slugs": slugs}).fetchall())

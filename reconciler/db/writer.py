@@ -17,8 +17,9 @@ from psycopg.types.json import Jsonb
 
 from reconciler.core import problems as codes
 from reconciler.core.desired import OPTIONAL_DEFAULTS, DesiredState
-from reconciler.core.plan import Change, Plan
+from reconciler.core.plan import Change, Plan, RunRequest
 from reconciler.core.problems import Problem, Source
+from reconciler.db.connection import first_line
 from reconciler.db.queries import query
 from reconciler.db.state import ActualState, workflow_ids
 from reconciler.errors import ReconcilerError
@@ -139,6 +140,7 @@ class Writer:
                 f["odoo_version"],
                 f["status"],
                 f["config"],
+                f.get("repository"),
                 MANAGER,
                 digest,
                 f["acknowledged_advisories"],
@@ -187,6 +189,8 @@ class Writer:
 
     def _update_values(self, change: Change) -> dict[str, Any]:
         values = {**OPTIONAL_DEFAULTS.get(change.kind, {}), **(change.after or {})}
+        if change.kind == "project":
+            values.setdefault("repository", None)  # written only when set (desired.py)
         if "config" in values:
             values["config"] = Jsonb(values["config"])
         return {
@@ -205,32 +209,38 @@ class Writer:
             self.workflow_ids[identity] = workflow_id
             self.project_ids.setdefault(identity[0], project_id)
         with self.conn.cursor() as cursor:
-            cursor.executemany(
-                query("enqueue_run"),
-                [
-                    {
-                        "project_id": self.project_ids[run.project],
-                        "workflow_id": self.workflow_ids[run.identity],
-                        "key": run.idempotency_key,
-                        "metadata": Jsonb(
-                            {
-                                "commit": plan.commit,
-                                "ref": plan.ref,
-                                "trigger": "push",
-                                "workflow": run.workflow,
-                            }
-                        ),
-                    }
-                    for run in enqueued
-                ],
-            )
+            try:  # a plain insert: the plan left out the keys that exist, so a conflict is news
+                cursor.executemany(
+                    query("enqueue_run"), [self._run_row(run, plan) for run in enqueued]
+                )
+            except psycopg.errors.UniqueViolation as exc:  # never a run dropped in silence
+                raise ReconcilerError(
+                    "a run this apply enqueues was enqueued by another transaction meanwhile "
+                    f"({exc.diag.message_detail or first_line(exc)}); nothing was written; "
+                    "make a new plan"
+                ) from None
             cursor.executemany(
                 query("set_workflow_commit"),
-                [
-                    {"commit": plan.commit, "id": self.workflow_ids[run.identity]}
-                    for run in enqueued
-                ],
+                [{"commit": run.commit, "id": self.workflow_ids[run.identity]} for run in enqueued],
             )
+
+    def _run_row(self, run: RunRequest, plan: Plan) -> dict[str, Any]:
+        metadata = {
+            "commit": run.commit,
+            "ref": run.ref,
+            "trigger": "push",
+            "workflow": run.workflow,
+        }
+        if run.own_repository:  # the state commit that enqueued it, for the record
+            metadata |= {"state_commit": plan.commit, "state_ref": plan.ref}
+        return {
+            "project_id": self.project_ids[run.project],
+            "workflow_id": self.workflow_ids[run.identity],
+            "key": run.idempotency_key,
+            "metadata": Jsonb(metadata),
+            "repository": run.repository,
+            "commit": run.commit,
+        }
 
     def record(self, plan: Plan) -> None:
         """What was applied: the summary, and each change by kind, key, action and field paths

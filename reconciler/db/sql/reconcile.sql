@@ -14,7 +14,7 @@ with managed_rows as (
   from ops.workflows w join ops.projects p on p.id = w.project_id
   where w.managed_by is not null
   union all
-  select p.slug, 'membership|' || p.slug || '|' || coalesce(lower(u.email), m.user_id::text),
+  select p.slug, 'membership|' || p.slug || '|' || coalesce(ops.email_key(u.email), m.user_id::text),
          m.spec_hash, false
   from ops.project_memberships m
   join ops.projects p on p.id = m.project_id
@@ -69,7 +69,7 @@ join unnest(%(slugs)s::text[], %(types)s::text[], %(names)s::text[]) as wanted(s
 -- The full content of the rows the diff needs, by id.
 
 -- name: read_projects
-select id, slug, workspace_key, name, description, odoo_version, status, config,
+select id, slug, workspace_key, name, description, odoo_version, status, config, repository,
        managed_by is not null as managed, acknowledged_advisories
 from ops.projects
 where id = any(%(ids)s::uuid[])
@@ -102,33 +102,45 @@ from ops.upgrade_advisories
 where id = any(%(ids)s::uuid[])
 
 -- name: read_users
-select id::text, lower(email) from auth.users
+-- ops.email_key is reconciler/core/emails.py's email_key: one definition of "the same e-mail".
+select id::text, ops.email_key(email) from auth.users
 
 -- name: existing_run_keys
-select idempotency_key from ops.runs where idempotency_key = any(%(keys)s)
+-- A run counts only under its own workflow's key (0011 refuses any other `push:` key).
+select r.idempotency_key
+from ops.runs r
+join ops.workflows w on w.id = r.workflow_id
+join ops.projects p on p.id = w.project_id
+where r.idempotency_key = any(%(keys)s)
+  and right(r.idempotency_key, length(p.slug || w.workflow_type || w.name) + 3)
+      = ':' || p.slug || '/' || w.workflow_type || '/' || w.name
 
 -- name: lock_apply
-select pg_advisory_xact_lock(%(key)s)
+-- The apply lock (0011): only a writer of this row can take it, unlike an advisory lock.
+select id from ops.reconcile_lock for update
 
 -- name: create_users
 copy auth.users (email) from stdin
 
 -- name: user_ids
-select id::text, lower(email) from auth.users where lower(email) = any(%(emails)s)
+select id::text, email from auth.users where email = any(%(emails)s)
+
+-- name: project_repositories
+select slug, repository from ops.projects where slug = any(%(slugs)s)
 
 -- name: project_ids
 select slug, id::text from ops.projects where slug = any(%(slugs)s)
 
 -- name: create_projects
 copy ops.projects (slug, workspace_key, name, description, odoo_version, status, config,
-                   managed_by, spec_hash, acknowledged_advisories)
+                   repository, managed_by, spec_hash, acknowledged_advisories)
 from stdin
 
 -- name: update_project
 update ops.projects
 set workspace_key = %(workspace_key)s, name = %(name)s, description = %(description)s,
     odoo_version = %(odoo_version)s, status = %(status)s, config = %(config)s,
-    managed_by = %(managed_by)s, spec_hash = %(spec_hash)s,
+    repository = %(repository)s, managed_by = %(managed_by)s, spec_hash = %(spec_hash)s,
     acknowledged_advisories = %(acknowledged_advisories)s, updated_at = now()
 where id = %(id)s
 
@@ -188,9 +200,9 @@ where id = %(id)s
 delete from ops.upgrade_advisories where id = any(%(ids)s::uuid[])
 
 -- name: enqueue_run
-insert into ops.runs (project_id, workflow_id, idempotency_key, metadata)
-values (%(project_id)s, %(workflow_id)s, %(key)s, %(metadata)s)
-on conflict (idempotency_key) do nothing
+insert into ops.runs (project_id, workflow_id, idempotency_key, metadata, repository_url,
+                      commit_sha)
+values (%(project_id)s, %(workflow_id)s, %(key)s, %(metadata)s, %(repository)s, %(commit)s)
 
 -- name: set_workflow_commit
 update ops.workflows set git_commit = %(commit)s where id = %(id)s

@@ -1,0 +1,695 @@
+"""The web console over HTTP, per persona, in the style of the RLS matrix: each page and action
+as owner, admin, developer, viewer, a member of another project only, and signed out.
+
+The application runs in-process (Starlette's TestClient) against a real database; every request
+is a transaction as `authenticated` with the persona's claims, so what each sees is what
+row-level security and the action functions decide.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import jwt
+import psycopg
+import pytest
+from starlette.testclient import TestClient
+
+from reconciler.console.app import COOKIE, Settings, create_app
+from reconciler.console.identity import Verifier, mint
+from reconciler.console.text import clean
+from tests.cli import reconcile
+from tests.helpers import make_user, scalar
+
+SECRET = b"console-test-secret-that-is-long-enough"
+PERSONAS = ["owner", "admin", "developer", "viewer", "non-member", "signed-out"]
+MEMBERS = {"owner", "admin", "developer", "viewer"}
+OPERATORS = {"owner", "admin", "developer"}
+HOSTILE_NAME = "<script>alert('name')</script> Evil & Co"
+HOSTILE_LINE = "\x1b[31mred\x1b[0m <img src=x onerror=alert(1)> \x07bell \u202eevil"
+
+
+@dataclass(frozen=True)
+class World:
+    users: dict[str, uuid.UUID]
+    project: uuid.UUID
+    workflow: uuid.UUID
+    queued_run: uuid.UUID
+    finished_run: uuid.UUID
+    artifact: uuid.UUID
+    outside_artifact: uuid.UUID
+    linked_artifact: uuid.UUID
+    artifacts_dir: Path
+
+
+def build_world(conn: psycopg.Connection[Any], artifacts_dir: Path) -> World:
+    users = {p: make_user(conn, f"{p}@example.com") for p in PERSONAS if p != "signed-out"}
+    project = scalar(
+        conn,
+        "insert into ops.projects (workspace_key, slug, name, odoo_version) "
+        "values ('project_p', 'project-p', %s, '17.0') returning id",
+        (HOSTILE_NAME,),
+    )
+    other = scalar(
+        conn,
+        "insert into ops.projects (workspace_key, slug, name, odoo_version) "
+        "values ('project_q', 'project-q', 'Project Q', '18.0') returning id",
+    )
+    for role in MEMBERS:
+        conn.execute(
+            "insert into ops.project_memberships (project_id, user_id, role) values (%s, %s, %s)",
+            (project, users[role], role),
+        )
+    conn.execute(
+        "insert into ops.project_memberships (project_id, user_id, role) values (%s, %s, 'owner')",
+        (other, users["non-member"]),
+    )
+    workflow = scalar(
+        conn,
+        "insert into ops.workflows (project_id, workflow_type, name, git_ref) "
+        "values (%s, 'build', 'build-main', 'main') returning id",
+        (project,),
+    )
+    finished = _finished_run(conn, project, workflow)
+    key = "project-p/1/report.txt"
+    (artifacts_dir / "project-p" / "1").mkdir(parents=True)
+    (artifacts_dir / key).write_text("the report\n")
+    secret_file = artifacts_dir.parent / "outside.txt"
+    secret_file.write_text("not an artifact\n")
+    (artifacts_dir / "project-p" / "1" / "link.txt").symlink_to(secret_file)
+    artifact = _artifact(conn, finished, key, (artifacts_dir / key).resolve().as_uri())
+    outside = _artifact(conn, finished, "project-p/1/outside", secret_file.as_uri())
+    linked = _artifact(
+        conn, finished, "project-p/1/link.txt", (artifacts_dir / "project-p/1/link.txt").as_uri()
+    )
+    queued = _queued_run(conn, project, workflow)
+    conn.execute(
+        "insert into ops.reconcile_applies (git_commit, git_ref, summary, plan) values "
+        "('abc1234', 'main', '{}', %s)",
+        (
+            '{"changes": [{"kind": "project", "key": "project-p", "action": "update", '
+            '"fields": ["name"]}, {"kind": "project", "key": "project-q", "action": "update",'
+            ' "fields": ["secret_q_field"]}], "runs": []}',
+        ),
+    )
+    return World(
+        users, project, workflow, queued, finished, artifact, outside, linked, artifacts_dir
+    )
+
+
+def _queued_run(conn: psycopg.Connection[Any], project: Any, workflow: Any) -> uuid.UUID:
+    return scalar(  # type: ignore[no-any-return]
+        conn,
+        "insert into ops.runs (project_id, workflow_id) values (%s, %s) returning id",
+        (project, workflow),
+    )
+
+
+def _finished_run(conn: psycopg.Connection[Any], project: Any, workflow: Any) -> uuid.UUID:
+    """A run the way a worker makes one: claimed, started, logs, finished."""
+    run = _queued_run(conn, project, workflow)
+    conn.execute("select ops.claim_run('w', 60)")
+    token = scalar(conn, "select lease_token from ops.runs where id = %s", (run,))
+    conn.execute("select ops.start_run(%s, %s)", (run, token))
+    conn.execute(
+        "select ops.append_run_logs(%s, %s, %s::jsonb)",
+        (run, token, _json_lines(["first line", HOSTILE_LINE])),
+    )
+    conn.execute("select ops.finish_run(%s, %s, 0, null)", (run, token))
+    return run
+
+
+def _json_lines(messages: list[str]) -> str:
+    import json  # noqa: PLC0415
+
+    return json.dumps([{"level": "info", "message": m} for m in messages])
+
+
+def _artifact(conn: psycopg.Connection[Any], run: Any, key: str, url: str) -> uuid.UUID:
+    return scalar(  # type: ignore[no-any-return]
+        conn,
+        "insert into ops.run_artifacts (run_id, artifact_key, artifact_url, size_bytes) "
+        "values (%s, %s, %s, 11) returning id",
+        (run, key, url),
+    )
+
+
+@pytest.fixture(scope="module")
+def world(
+    module_db_url: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[str, World]]:
+    artifacts = tmp_path_factory.mktemp("console") / "artifacts"
+    artifacts.mkdir()
+    with psycopg.connect(module_db_url, autocommit=True) as conn:
+        yield module_db_url, build_world(conn, artifacts)
+
+
+@pytest.fixture(scope="module")
+def client(world: tuple[str, World]) -> Iterator[TestClient]:
+    url, built = world
+    settings = Settings(url, Verifier(secret=SECRET), built.artifacts_dir)
+    with TestClient(create_app(settings), follow_redirects=False) as test_client:
+        yield test_client
+
+
+def sign_in(client: TestClient, world: World, persona: str) -> None:
+    client.cookies.clear()
+    if persona != "signed-out":
+        token = mint(SECRET, world.users[persona], f"{persona}@example.com", 600)
+        client.cookies.set(COOKIE, token)
+
+
+def csrf_of(client: TestClient, page: str = "/") -> str:
+    found = re.search(r'name="csrf" value="([0-9a-f]+)"', client.get(page).text)
+    assert found, "a signed-in page carries the CSRF token"
+    return found.group(1)
+
+
+# -- pages: who sees project P's content ----------------------------------------------------
+
+PAGES = {
+    "fleet": lambda w: "/",
+    "project": lambda w: "/projects/project-p",
+    "run": lambda w: f"/runs/{w.finished_run}",
+    "logs": lambda w: f"/runs/{w.finished_run}/logs",
+    "artifact": lambda w: f"/runs/{w.finished_run}/artifacts/{w.artifact}",
+    "history": lambda w: "/history",
+}
+# What proves the page shows P's data (escaped as it must be).
+MARKERS = {
+    "fleet": "project-p",
+    "project": "build/build-main",
+    "run": "first line",
+    "logs": "first line",
+    "artifact": "the report",
+    "history": "project-p",
+}
+
+
+@pytest.mark.parametrize("persona", PERSONAS)
+@pytest.mark.parametrize("page", list(PAGES))
+def test_page_per_persona(
+    client: TestClient, world: tuple[str, World], page: str, persona: str
+) -> None:
+    _, built = world
+    sign_in(client, built, persona)
+    response = client.get(PAGES[page](built))
+    if persona == "signed-out":
+        assert response.status_code == 303 and response.headers["location"] == "/login"
+        return
+    sees = response.status_code == 200 and MARKERS[page] in response.text
+    assert sees == (persona in MEMBERS), (page, persona, response.status_code)
+    if persona == "non-member" and page not in ("fleet", "history", "logs"):
+        assert response.status_code == 404  # the same answer as for an id that does not exist
+
+
+def test_non_member_sees_their_own_project_and_nothing_of_p(
+    client: TestClient, world: tuple[str, World]
+) -> None:
+    _, built = world
+    sign_in(client, built, "non-member")
+    fleet = client.get("/").text
+    assert "project-q" in fleet and "project-p" not in fleet
+    history = client.get("/history").text
+    assert "secret_q_field" in history and "project-p" not in history
+    stream = client.get(f"/runs/{built.finished_run}/logs").text
+    assert "first line" not in stream and '"status": null' in stream
+
+
+def test_a_member_of_p_does_not_see_q_in_the_history(
+    client: TestClient, world: tuple[str, World]
+) -> None:
+    _, built = world
+    sign_in(client, built, "viewer")
+    history = client.get("/history").text
+    assert "project-p" in history and "secret_q_field" not in history
+
+
+def test_project_page_shows_members_and_advisories_for_its_version(
+    client: TestClient, world: tuple[str, World]
+) -> None:
+    url, built = world
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute(
+            "insert into ops.upgrade_advisories (advisory_key, from_version, to_version, "
+            "severity, title, description) values "
+            "('a-17-18', '17.0', '18.0', 'high', 'Seventeen to eighteen', 'd'), "
+            "('a-15-16', '15.0', '16.0', 'low', 'Fifteen to sixteen', 'd') "
+            "on conflict do nothing"
+        )
+    sign_in(client, built, "viewer")
+    page = client.get("/projects/project-p").text
+    assert all(f"{p}@example.com" in page for p in MEMBERS)
+    assert "non-member@example.com" not in page
+    assert "Seventeen to eighteen" in page and "Fifteen to sixteen" not in page
+
+
+# -- what is offered: buttons per role --------------------------------------------------------
+
+
+@pytest.mark.parametrize("persona", sorted(MEMBERS))
+def test_actions_are_offered_only_to_operators(
+    client: TestClient, world: tuple[str, World], persona: str
+) -> None:
+    _, built = world
+    sign_in(client, built, persona)
+    project = client.get("/projects/project-p").text
+    queued = client.get(f"/runs/{built.queued_run}").text
+    finished = client.get(f"/runs/{built.finished_run}").text
+    offered = (
+        f"/workflows/{built.workflow}/runs" in project,
+        'id="cancel"' in queued,
+        'id="retry"' in finished,
+    )
+    assert offered == ((persona in OPERATORS),) * 3
+
+
+# -- actions: who can, through the database functions ---------------------------------------
+
+
+def _count_runs(url: str) -> int:
+    with psycopg.connect(url) as conn:
+        return int(scalar(conn, "select count(*) from ops.runs"))
+
+
+def _status(url: str, run: uuid.UUID) -> str:
+    with psycopg.connect(url) as conn:
+        return str(scalar(conn, "select status from ops.runs where id = %s", (run,)))
+
+
+def _fresh_queued(url: str, built: World) -> uuid.UUID:
+    with psycopg.connect(url, autocommit=True) as conn:
+        return _queued_run(conn, built.project, built.workflow)
+
+
+def _post(client: TestClient, path: str, data: dict[str, str], csrf: bool = True) -> Any:
+    if csrf:
+        data = {**data, "csrf": csrf_of(client)}
+    return client.post(path, data=data)
+
+
+@pytest.mark.parametrize("persona", PERSONAS)
+def test_start_a_run_per_persona(
+    client: TestClient, world: tuple[str, World], persona: str
+) -> None:
+    url, built = world
+    sign_in(client, built, persona)
+    before = _count_runs(url)
+    response = _post(
+        client, f"/workflows/{built.workflow}/runs", {"ref": "main"}, persona != "signed-out"
+    )
+    started = _count_runs(url) - before
+    assert started == (1 if persona in OPERATORS else 0)
+    if persona in OPERATORS:
+        assert response.status_code == 303 and response.headers["location"].startswith("/runs/")
+        new_run = client.get(response.headers["location"])
+        assert "manual" in new_run.text and "queued" in new_run.text
+    else:
+        assert response.status_code == (401 if persona == "signed-out" else 403)
+
+
+@pytest.mark.parametrize("persona", PERSONAS)
+def test_retry_a_finished_run_per_persona(
+    client: TestClient, world: tuple[str, World], persona: str
+) -> None:
+    url, built = world
+    sign_in(client, built, persona)
+    before = _count_runs(url)
+    response = _post(client, f"/runs/{built.finished_run}/retry", {}, persona != "signed-out")
+    assert _count_runs(url) - before == (1 if persona in OPERATORS else 0)
+    if persona in OPERATORS:
+        page = client.get(response.headers["location"]).text
+        assert "retry" in page and f"/runs/{built.finished_run}" in page
+    else:
+        assert response.status_code == (401 if persona == "signed-out" else 403)
+
+
+@pytest.mark.parametrize("persona", PERSONAS)
+def test_cancel_a_queued_run_per_persona(
+    client: TestClient, world: tuple[str, World], persona: str
+) -> None:
+    url, built = world
+    run = _fresh_queued(url, built)
+    sign_in(client, built, persona)
+    response = _post(client, f"/runs/{run}/cancel", {"reason": "no"}, persona != "signed-out")
+    assert _status(url, run) == ("canceled" if persona in OPERATORS else "queued")
+    if persona not in OPERATORS:
+        assert response.status_code == (401 if persona == "signed-out" else 403)
+
+
+def test_a_viewer_forging_the_form_is_refused_by_the_database(
+    client: TestClient, world: tuple[str, World]
+) -> None:
+    """The viewer has a valid session and CSRF token but no button: the function refuses."""
+    url, built = world
+    run = _fresh_queued(url, built)
+    sign_in(client, built, "viewer")
+    response = _post(client, f"/runs/{run}/cancel", {})
+    assert response.status_code == 403 and "refused by the database" in response.text
+    assert _status(url, run) == "queued"
+
+
+@pytest.mark.parametrize(
+    "headers, data",
+    [
+        ({}, {}),  # no CSRF token
+        ({}, {"csrf": "0" * 64}),  # a made-up one
+        ({"origin": "http://evil.example"}, None),  # a valid token, from another site
+        ({"sec-fetch-site": "cross-site"}, None),
+    ],
+)
+def test_forged_requests_are_refused(
+    client: TestClient,
+    world: tuple[str, World],
+    headers: dict[str, str],
+    data: dict[str, str] | None,
+) -> None:
+    url, built = world
+    run = _fresh_queued(url, built)
+    sign_in(client, built, "owner")
+    form = data if data is not None else {"csrf": csrf_of(client)}
+    response = client.post(f"/runs/{run}/cancel", data=form, headers=headers)
+    assert response.status_code == 403
+    assert _status(url, run) == "queued"
+
+
+def test_retrying_a_queued_run_says_why_not(client: TestClient, world: tuple[str, World]) -> None:
+    url, built = world
+    run = _fresh_queued(url, built)
+    sign_in(client, built, "owner")
+    response = _post(client, f"/runs/{run}/retry", {})
+    assert response.status_code == 409 and "only a finished run" in response.text
+
+
+# -- identity ---------------------------------------------------------------------------------
+
+
+def _token(world: World, **changes: Any) -> str:
+    claims = {
+        "sub": str(world.users["owner"]),
+        "aud": "authenticated",
+        "role": "authenticated",
+        "exp": int(time.time()) + 600,
+        **changes,
+    }
+    return jwt.encode({k: v for k, v in claims.items() if v is not None}, SECRET, "HS256")
+
+
+@pytest.mark.parametrize(
+    "token",
+    [
+        pytest.param(lambda w: _token(w, exp=int(time.time()) - 120), id="expired"),
+        pytest.param(
+            lambda w: jwt.encode(
+                {
+                    "sub": str(w.users["owner"]),
+                    "aud": "authenticated",
+                    "exp": int(time.time()) + 600,
+                },
+                b"x" * 40,
+                "HS256",
+            ),
+            id="other-secret",
+        ),
+        pytest.param(lambda w: _token(w, role="service_role"), id="service-role"),
+        pytest.param(lambda w: _token(w, aud="anon"), id="wrong-audience"),
+        pytest.param(lambda w: _token(w, exp=None), id="no-expiry"),
+        pytest.param(lambda w: _token(w, sub="not-a-uuid"), id="bad-subject"),
+        pytest.param(
+            lambda w: jwt.encode({"sub": str(w.users["owner"])}, None, "none"), id="alg-none"
+        ),
+        pytest.param(lambda w: "garbage", id="garbage"),
+    ],
+)
+def test_bad_tokens_do_not_sign_in(
+    client: TestClient, world: tuple[str, World], token: Any
+) -> None:
+    _, built = world
+    client.cookies.clear()
+    client.cookies.set(COOKIE, token(built))
+    assert client.get("/").status_code == 303
+    client.cookies.clear()
+    refused = client.post("/login", data={"token": token(built)})
+    assert refused.status_code == 401 and COOKIE not in refused.headers.get("set-cookie", "")
+
+
+def test_sign_in_sets_a_strict_httponly_cookie_and_sign_out_clears_it(
+    client: TestClient, world: tuple[str, World]
+) -> None:
+    _, built = world
+    client.cookies.clear()
+    assert "Access token" in client.get("/login").text
+    response = client.post("/login", data={"token": _token(built)})
+    assert response.status_code == 303 and response.headers["location"] == "/"
+    cookie = response.headers["set-cookie"].lower()
+    assert "httponly" in cookie and "samesite=strict" in cookie and "path=/" in cookie
+    assert client.get("/").status_code == 200
+    signed_out = _post(client, "/logout", {})
+    assert signed_out.status_code == 303
+    assert "max-age=0" in signed_out.headers["set-cookie"].lower()
+
+
+def test_every_response_carries_the_security_headers(
+    client: TestClient, world: tuple[str, World]
+) -> None:
+    _, built = world
+    sign_in(client, built, "owner")
+    for path in ("/", "/login", "/projects/project-p", "/projects/nope"):
+        headers = client.get(path).headers
+        assert "script-src 'self'" in headers["content-security-policy"], path
+        assert "frame-ancestors 'none'" in headers["content-security-policy"], path
+        assert headers["x-content-type-options"] == "nosniff", path
+        assert headers["cache-control"] == "no-store", path
+
+
+# -- hostile data -----------------------------------------------------------------------------
+
+
+def test_hostile_names_and_log_lines_are_shown_as_text(
+    client: TestClient, world: tuple[str, World]
+) -> None:
+    _, built = world
+    sign_in(client, built, "viewer")
+    for path in ("/", "/projects/project-p"):
+        page = client.get(path).text
+        assert "<script>alert" not in page
+        assert "&lt;script&gt;alert(&#39;name&#39;)&lt;/script&gt; Evil &amp; Co" in page
+    run = client.get(f"/runs/{built.finished_run}").text
+    assert "<img src=x" not in run and "&lt;img src=x onerror=alert(1)&gt;" in run
+    assert "\x1b" not in run and "\x07" not in run and "\u202e" not in run
+    stream = client.get(f"/runs/{built.finished_run}/logs").text
+    assert "\\u001b" not in stream and "<img src=x onerror=alert(1)>" in stream  # JSON text
+
+
+def test_clean_removes_terminal_escapes_and_controls() -> None:
+    assert clean("\x1b[1;32mok\x1b[0m") == "ok"
+    assert clean("\x1b]0;title\x07after") == "after"
+    assert clean("nul\x00here") == "nul\ufffdhere"
+    assert clean("tab\tand\nnewline") == "tab\tand\nnewline"
+    assert clean("x" * 20, limit=5) == "xxxxx … (15 more characters)"
+
+
+# -- artifacts --------------------------------------------------------------------------------
+
+
+def test_an_artifact_downloads_as_an_attachment(
+    client: TestClient, world: tuple[str, World]
+) -> None:
+    _, built = world
+    sign_in(client, built, "viewer")
+    response = client.get(f"/runs/{built.finished_run}/artifacts/{built.artifact}")
+    assert response.status_code == 200 and response.text == "the report\n"
+    assert response.headers["content-type"] == "application/octet-stream"
+    assert response.headers["content-disposition"].startswith("attachment")
+    assert response.headers["content-security-policy"] == "sandbox"
+
+
+@pytest.mark.parametrize("which", ["outside_artifact", "linked_artifact"])
+def test_artifacts_outside_the_artifacts_dir_are_not_served(
+    client: TestClient, world: tuple[str, World], which: str
+) -> None:
+    """A row pointing elsewhere (or a symlink out of the directory) serves nothing."""
+    _, built = world
+    sign_in(client, built, "owner")
+    response = client.get(f"/runs/{built.finished_run}/artifacts/{getattr(built, which)}")
+    assert response.status_code == 404 and "not an artifact" not in response.text
+
+
+def test_an_artifact_of_another_run_is_not_served_by_this_runs_url(
+    client: TestClient, world: tuple[str, World]
+) -> None:
+    _, built = world
+    sign_in(client, built, "owner")
+    response = client.get(f"/runs/{built.queued_run}/artifacts/{built.artifact}")
+    assert response.status_code == 404
+
+
+# -- the fleet's search and pages -------------------------------------------------------------
+
+
+def test_fleet_search_and_keyset_pages(client: TestClient, world: tuple[str, World]) -> None:
+    url, built = world
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute(
+            "with p as (insert into ops.projects (workspace_key, slug, name, odoo_version) "
+            "select 'bulk_' || n, 'bulk-' || lpad(n::text, 3, '0'), 'Bulk ' || n, '18.0' "
+            "from generate_series(1, 120) n returning id) "
+            "insert into ops.project_memberships (project_id, user_id, role) "
+            "select id, %s, 'viewer' from p",
+            (built.users["admin"],),
+        )
+    sign_in(client, built, "admin")
+    seen: list[str] = []
+    page = client.get("/").text
+    while True:
+        seen += re.findall(r'href="/projects/([a-z0-9-]+)"', page)
+        following = re.search(r'rel="next" href="([^"]+)"', page)
+        if not following:
+            break
+        page = client.get(following.group(1).replace("&amp;", "&")).text
+    assert seen == sorted(seen) and len(seen) == len(set(seen)) == 121
+    back = re.search(r'rel="prev" href="([^"]+)"', page)
+    assert back is not None
+    previous = re.findall(r'href="/projects/([a-z0-9-]+)"', client.get(back.group(1)).text)
+    assert previous == seen[50:100]
+    found = re.findall(r'href="/projects/([a-z0-9-]+)"', client.get("/?q=bulk-11").text)
+    assert found == [f"bulk-11{n}" for n in range(10)]
+    assert "No project" in client.get("/?q=%25").text  # a wildcard is searched for literally
+
+
+# -- Supabase's asymmetric keys (JWKS) ----------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def jwks() -> Iterator[tuple[str, Any]]:
+    """A JWKS endpoint on a local port, serving one RSA public key (as Supabase publishes)."""
+    import http.server  # noqa: PLC0415
+    import json  # noqa: PLC0415
+    import threading  # noqa: PLC0415
+
+    from cryptography.hazmat.primitives.asymmetric import rsa  # noqa: PLC0415
+
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    public = json.loads(jwt.algorithms.RSAAlgorithm.to_jwk(key.public_key()))
+    body = json.dumps({"keys": [{**public, "kid": "k1", "alg": "RS256", "use": "sig"}]}).encode()
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(200)
+            self.send_header("content-type", "application/json")
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = http.server.HTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_port}/.well-known/jwks.json", key
+    server.shutdown()
+    server.server_close()
+
+
+def test_tokens_signed_by_the_jwks_keys_sign_in(
+    world: tuple[str, World], jwks: tuple[str, Any]
+) -> None:
+    url, built = world
+    jwks_url, key = jwks
+    claims = {
+        "sub": str(built.users["viewer"]),
+        "aud": "authenticated",
+        "role": "authenticated",
+        "email": "viewer@example.com",
+        "exp": int(time.time()) + 600,
+    }
+    signed = jwt.encode(claims, key, "RS256", headers={"kid": "k1"})
+    settings = Settings(url, Verifier(secret=SECRET, jwks_url=jwks_url), built.artifacts_dir)
+    with TestClient(create_app(settings), follow_redirects=False) as jwks_client:
+        jwks_client.cookies.set(COOKIE, signed)
+        assert "project-p" in jwks_client.get("/").text
+        jwks_client.cookies.set(COOKIE, jwt.encode({**claims, "exp": 1}, key, "RS256"))
+        assert jwks_client.get("/").status_code == 303
+    secret_only = Settings(url, Verifier(secret=SECRET), built.artifacts_dir)
+    with TestClient(create_app(secret_only), follow_redirects=False) as plain_client:
+        plain_client.cookies.set(COOKIE, signed)
+        assert plain_client.get("/").status_code == 303  # no JWKS configured: not accepted
+
+
+# -- `reconcile console token` ------------------------------------------------------------------
+
+
+def test_console_token_mints_a_token_the_console_accepts(world: tuple[str, World]) -> None:
+    url, built = world
+    env = {"DATABASE_URL": url, "RECONCILE_CONSOLE_JWT_SECRET": SECRET.decode()}
+    minted = reconcile("console", "token", "--email", "Viewer@Example.com", "--ttl", "120", env=env)
+    assert minted.code == 0, minted.stderr
+    member = Verifier(secret=SECRET).verify(minted.stdout.strip())
+    assert member.user_id == built.users["viewer"]
+    assert 100 <= member.expires_at - time.time() <= 121
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--email", "nobody@example.com"], "no user 'nobody@example.com' in auth.users"),
+        (["--email", "viewer@example.com", "--ttl", "5"], "--ttl must be between 60 and"),
+    ],
+)
+def test_console_token_refuses_with_one_line(
+    world: tuple[str, World], args: list[str], message: str
+) -> None:
+    url, _ = world
+    env = {"DATABASE_URL": url, "RECONCILE_CONSOLE_JWT_SECRET": SECRET.decode()}
+    refused = reconcile("console", "token", *args, env=env)
+    assert refused.code == 1 and refused.stdout == ""
+    assert refused.stderr.count("\n") == 1 and message in refused.stderr
+
+
+def test_an_oversized_form_is_refused_before_it_is_read(client: TestClient) -> None:
+    client.cookies.clear()
+    response = client.post("/login", data={"token": "x" * 70_000})
+    assert response.status_code == 413
+
+
+def test_requests_run_as_the_authenticated_role_and_sign_out_needs_no_session(
+    client: TestClient, world: tuple[str, World]
+) -> None:
+    """The member's transaction: role `authenticated`, their sub; nothing survives it."""
+    import asyncio  # noqa: PLC0415
+
+    from reconciler.console.identity import Member  # noqa: PLC0415
+    from reconciler.console.store import Store  # noqa: PLC0415
+
+    url, built = world
+
+    async def check() -> None:
+        store = Store(url, max_size=1)
+        await store.open()
+        member = Member(built.users["viewer"], "v", {"sub": str(built.users["viewer"])}, "t")
+        async with store.as_member(member) as db:
+            cursor = await db.conn.execute("select current_user, ops.current_user_id()")
+            assert await cursor.fetchone() == ("authenticated", built.users["viewer"])
+        async with store.pool.connection() as conn:
+            cursor = await conn.execute("select current_user <> 'authenticated'")
+            assert await cursor.fetchone() == (True,)
+        await store.close()
+
+    asyncio.run(check())
+    client.cookies.clear()
+    response = client.post("/logout")
+    assert response.status_code == 303 and response.headers["location"] == "/login"
+
+
+def test_the_sign_in_page_tells_a_stranger_nothing_about_the_database(
+    client: TestClient,
+) -> None:
+    client.cookies.clear()
+    page = client.get("/login").text
+    assert "127.0.0.1" not in page and "dbname" not in page and "ops_test" not in page
