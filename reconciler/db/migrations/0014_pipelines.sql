@@ -332,7 +332,9 @@ begin
 end;
 $$;
 
-create trigger anchor_schedule before insert or update on ops.workflows
+-- (named to fire after 0011's guard_managed_row: before-triggers go by name, and the guard
+-- must judge what a member changed, not this bookkeeping)
+create trigger schedule_anchor before insert or update on ops.workflows
   for each row execute function ops.anchor_schedule();
 
 alter table ops.runs
