@@ -1,6 +1,6 @@
 """Workers: lifecycle throughput, claim latency, and pgqueuer as the peer, on one server.
 
-    .venv/bin/python -m bench.worker_bench [--runs 10000] [--workers 1 4 16]
+    .venv/bin/python -m bench.worker_bench [--runs 10000] [--workers 1 4 16] [--pipelines]
                                            [--database-url URL]   (pip install pgqueuer)
 
 * lifecycle: enqueue N no-op runs (one INSERT), then W `reconcile worker --once` processes
@@ -13,6 +13,10 @@
   of 500 files: the first run on a host (the mirror fetched), then warm runs (no fetch).
 * container start: one run of 10 `true` steps on the in-memory queue, as sandboxed processes and
   in a container (podman or docker, a busybox image built locally); the difference per step.
+* pipelines (--pipelines): the same N no-op runs as build -> test -> deploy of N/3 projects
+  (test needs build, deploy needs test and is in a `production` lane), against N plain runs,
+  W workers that keep running until every run is final; runs per second of each, and the
+  ratio (issue 10: within 20%).
 """
 
 from __future__ import annotations
@@ -84,6 +88,80 @@ def lifecycle(admin: str, runs: int, workers: int, concurrency: int) -> float:
         ]  # type: ignore[index]
     assert done == runs, f"{done} of {runs} runs succeeded"
     return runs / elapsed
+
+
+def enqueue_pipelines(url: str, count: int) -> None:
+    """count/3 projects, each with one commit through build -> test -> deploy (lane)."""
+    projects = count // 3
+    with psycopg.connect(url) as conn:
+        conn.execute(
+            "insert into ops.projects (workspace_key, slug, name, odoo_version) "
+            "select 'pipe_' || i, 'pipe-' || i, 'Pipe ' || i, '18.0' "
+            "from generate_series(1, %s) i",
+            (projects,),
+        )
+        for kind, needs, lane in (
+            ("build", [], None),
+            ("test", ["build"], None),
+            ("deploy", ["test"], "production"),
+        ):
+            conn.execute(
+                "insert into ops.workflows (project_id, workflow_type, name, config, needs, "
+                "concurrency) select id, %s, %s, %s, %s, %s from ops.projects "
+                "where slug like 'pipe-%%'",
+                (kind, kind, Jsonb({"steps": []}), needs, lane),
+            )
+        conn.execute(
+            "insert into ops.runs (project_id, workflow_id, metadata) "
+            "select w.project_id, w.id, jsonb_build_object('commit', md5(w.project_id::text)) "
+            "from ops.workflows w join ops.projects p on p.id = w.project_id "
+            "where p.slug like 'pipe-%%' "
+            "order by array_position(array['build', 'test', 'deploy'], w.workflow_type)"
+        )
+
+
+def _forever(url: str, name: str) -> None:
+    options = WorkerOptions(
+        worker_id=name, artifacts_dir=Path(tempfile.gettempdir()), lease_s=30, poll_s=0.2
+    )
+    Worker(url, options).run()
+
+
+def drained(admin: str, name: str, runs: int, workers: int, fill: object) -> float:
+    """Runs per second until every run is final, with workers that wait for more."""
+    url = fresh_database(admin, name)
+    started = time.perf_counter()
+    fill(url, runs)  # type: ignore[operator]
+    context = multiprocessing.get_context("spawn")
+    processes = [context.Process(target=_forever, args=(url, f"w{i}")) for i in range(workers)]
+    for process in processes:
+        process.start()
+    with psycopg.connect(url, autocommit=True) as conn:
+        total = conn.execute("select count(*) from ops.runs").fetchone()[0]  # type: ignore[index]
+        while (
+            conn.execute(
+                "select count(*) from ops.runs where status in ('succeeded', 'failed', 'canceled')"
+            ).fetchone()[0]
+            < total
+        ):  # type: ignore[index]
+            time.sleep(0.05)
+        elapsed = time.perf_counter() - started
+        bad = conn.execute("select count(*) from ops.runs where status <> 'succeeded'").fetchone()
+    for process in processes:
+        process.terminate()
+        process.join()
+    assert bad is not None and bad[0] == 0, f"{bad} runs did not succeed"
+    return total / elapsed
+
+
+def pipelines(admin: str, runs: int, workers: int) -> None:
+    plain = drained(admin, f"bench_plain_{workers}", runs, workers, enqueue)
+    piped = drained(admin, f"bench_pipes_{workers}", runs, workers, enqueue_pipelines)
+    print(
+        f"{workers:2} worker(s): plain {plain:,.0f} runs/s, with needs and lanes {piped:,.0f} "
+        f"runs/s ({piped / plain:.0%} of plain)",
+        flush=True,
+    )
 
 
 def claim_latency(admin: str, samples: int = 200) -> tuple[float, float]:
@@ -205,7 +283,15 @@ def main() -> None:
     parser.add_argument(
         "--only", choices=["lifecycle", "runs"], help="runs: only checkout and container figures"
     )
+    parser.add_argument(
+        "--pipelines", action="store_true", help="only: needs and lanes against plain runs"
+    )
     args = parser.parse_args()
+    if args.pipelines:
+        with server(args.database_url) as admin:
+            for workers in args.workers:
+                pipelines(admin, args.runs - args.runs % 3, workers)
+        return
     if args.only != "lifecycle":
         first, warm = checkout_cost()
         print(f"checkout of 500 files: first run {first * 1000:.0f} ms, warm {warm * 1000:.0f} ms")

@@ -475,7 +475,7 @@ def worker(database_url: str | None, lock_timeout: float, **options: Any) -> Non
 
 @cli.group()
 def runs() -> None:
-    """Inspect, follow and cancel runs."""
+    """Inspect, follow, start, retry and cancel runs."""
 
 
 @runs.command("list")
@@ -525,6 +525,42 @@ def runs_cancel(
 ) -> None:
     """Cancel a run: a queued one at once, a running one by its worker."""
     sys.exit(runs_commands.cancel(database_url, lock_timeout, run_id, reason, echo))
+
+
+@runs.command("start")
+@database_options
+@click.argument("workflow")
+@click.option("--ref", help="Branch or tag to run (default: the workflow's git_ref).")
+@click.option("--commit", help="Commit SHA to run (default: the last applied commit).")
+def runs_start(
+    database_url: str | None,
+    lock_timeout: float,
+    workflow: str,
+    ref: str | None,
+    commit: str | None,
+) -> None:
+    """Start a run of PROJECT/TYPE/NAME by hand (also for `on: [manual]` workflows)."""
+    at = {"ref": ref, "commit": commit}
+    sys.exit(runs_commands.start(database_url, lock_timeout, workflow, at, echo))
+
+
+@runs.command("retry")
+@database_options
+@click.argument("run_id")
+def runs_retry(database_url: str | None, lock_timeout: float, run_id: str) -> None:
+    """Queue a new run of a finished run's commit, linked to it."""
+    sys.exit(runs_commands.retry(database_url, lock_timeout, run_id, echo))
+
+
+@runs.command("schedule")
+@database_options
+@click.option("--project")
+@click.option("--count", type=click.IntRange(min=1, max=100), default=3, show_default=True)
+def runs_schedule(
+    database_url: str | None, lock_timeout: float, project: str | None, count: int
+) -> None:
+    """Scheduled workflows: their last slot and the next ones (UTC)."""
+    sys.exit(runs_commands.schedule(database_url, lock_timeout, project, count, echo))
 
 
 @runs.command("cleanup")

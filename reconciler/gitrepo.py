@@ -198,3 +198,20 @@ class GitTree:
 
     def close(self) -> None:
         self.repo.close()
+
+
+def changed_files(state_dir: Path, since: str | None, commit: str | None) -> frozenset[str] | None:
+    """The repository paths that differ between two commits (renames count both names), or
+    None when that cannot be told (no earlier commit, or one git does not know)."""
+    if since is None or commit is None:
+        return None
+    try:
+        repo = git.Repo(state_dir, search_parent_directories=True)
+    except (git.InvalidGitRepositoryError, git.NoSuchPathError):
+        return None
+    with repo:
+        try:
+            diffs = repo.commit(since).diff(repo.commit(commit))
+        except (git.BadName, ValueError, git.GitCommandError):
+            return None
+        return frozenset(p for d in diffs for p in (d.a_path, d.b_path) if p)

@@ -127,7 +127,7 @@ MUTATIONS: list[tuple[str, str, int, str | None, int, str]] = [
     ("status-unknown", "project", 7, "status: deleted", 7, "E112"),
     ("workflow-type-unknown", "project", 12, "  - type: compile", 12, "E112"),
     ("member-role-unknown", "project", 10, "  - {user: alice@acme.example, role: god}", 10, "E112"),
-    ("on-unknown-event", "project", 15, "    on: [schedule]", 15, "E112"),
+    ("on-unknown-event", "project", 15, "    on: [cron]", 15, "E112"),
     ("severity-unknown", "advisory", 6, "severity: urgent", 6, "E112"),
     ("severity-case", "advisory", 6, "severity: High", 6, "E112"),
     ("standalone-type-unknown", "workflow", 4, "type: lint", 4, "E112"),

@@ -14,7 +14,6 @@ import pytest
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from reconciler.cli import cli
-from reconciler.commands.reconcile import APPLY_LOCK_KEY
 from tests.cli import Result, reconcile
 from tests.helpers import make_project, scalar
 
@@ -79,7 +78,7 @@ def _database_url(c: Case, pos: str) -> None:
 
 def _lock_timeout(c: Case, pos: str) -> None:
     with psycopg.connect(c.db_url) as holder:
-        holder.execute("select pg_advisory_lock(%s)", (APPLY_LOCK_KEY,))
+        holder.execute("select from ops.reconcile_lock for update")  # what a plan takes
         done = c.run(pos, ["plan"], ["--lock-timeout", "0.2"], *c.where())
     assert done.code == 1 and "another reconcile holds the lock" in done.stderr
 

@@ -49,7 +49,7 @@ def test_names_git_refuses(ref: str) -> None:
 
 def test_a_code_run_is_keyed_by_the_code_commit_whatever_the_state_branch() -> None:
     on_feature_branch = GitContext("a" * 40, "feature", clean=True, repository="/srv/state")
-    [run] = plan_runs([(SHOP, "release")], on_feature_branch, set(), CODE)
+    [run] = plan_runs([(SHOP, "release", ())], on_feature_branch, set(), CODE)
     assert (run.action, run.idempotency_key) == (
         "enqueue",
         f"push:{CODE_SHA}:shop/build/build-main",
@@ -59,15 +59,19 @@ def test_a_code_run_is_keyed_by_the_code_commit_whatever_the_state_branch() -> N
 
 
 def test_a_code_run_already_enqueued_exists() -> None:
-    [run] = plan_runs([(SHOP, "release")], STATE, {f"push:{CODE_SHA}:shop/build/build-main"}, CODE)
+    [run] = plan_runs(
+        [(SHOP, "release", ())], STATE, {f"push:{CODE_SHA}:shop/build/build-main"}, CODE
+    )
     assert run.action == "exists"
 
 
 def test_state_runs_keep_their_branch_rule_and_name_the_state_repository() -> None:
-    runs = plan_runs([(INFRA, "main"), (INFRA, "other")], STATE, set(), CODE)
+    runs = plan_runs([(INFRA, "main", ()), (INFRA, "other", ())], STATE, set(), CODE)
     assert [(r.action, r.commit, r.repository, r.own_repository) for r in runs] == [
-        ("enqueue", "a" * 40, "/srv/state", False)
+        ("enqueue", "a" * 40, "/srv/state", False),
+        ("skip", None, None, False),  # pushes to `other` run it: skipped, with the reason
     ]
+    assert runs[1].reason == "runs on pushes to other, this is main"
 
 
 @pytest.mark.parametrize(
@@ -84,5 +88,5 @@ def test_state_runs_keep_their_branch_rule_and_name_the_state_repository() -> No
 )
 def test_code_runs_skipped_say_why(git: GitContext, head: CodeHead | None, reason: str) -> None:
     heads = {} if head is None else {(CODE.repositories["shop"], ANY_BRANCH): head}
-    [run] = plan_runs([(SHOP, ANY_BRANCH)], git, set(), Code(CODE.repositories, heads))
+    [run] = plan_runs([(SHOP, ANY_BRANCH, ())], git, set(), Code(CODE.repositories, heads))
     assert (run.action, run.reason, run.idempotency_key) == ("skip", reason, None)

@@ -273,7 +273,8 @@ def test_runs_follow_branch_commit_and_cleanliness() -> None:
     assert run.action == "enqueue"
     assert run.idempotency_key == f"push:{'a' * 40}:acme-erp/build/build-main"
     assert plan_runs(entries, clean, {run.idempotency_key})[0].action == "exists"
-    assert plan_runs(entries, GitContext("a" * 40, "dev", clean=True), set()) == []
+    [other] = plan_runs(entries, GitContext("a" * 40, "dev", clean=True), set())
+    assert (other.action, other.reason) == ("skip", "runs on pushes to main, this is dev")
     dirty = GitContext("a" * 40, "main", clean=False, reason="uncommitted changes")
     assert plan_runs(entries, dirty, set())[0] == RunRequest(
         "acme-erp",

@@ -81,7 +81,9 @@ def test_applying_the_example_fleet_twice(repo: Repo, db_url: str) -> None:
     assert counts(db_url) == after_first
     plan = plan_json(repo, db_url)
     assert plan["changes_present"] is False and plan["changes"] == []
-    assert {r["action"] for r in plan["runs"]} == {"exists"}
+    assert {r["action"] for r in plan["runs"] if r["action"] != "skip"} == {"exists"}
+    skipped = [r for r in plan["runs"] if r["action"] == "skip"]
+    assert skipped and all(r["reason"].startswith("runs on pushes to ") for r in skipped)
 
 
 def test_a_new_commit_updates_and_enqueues_once(repo: Repo, db_url: str) -> None:
@@ -123,7 +125,9 @@ def test_uncommitted_changes_enqueue_nothing_and_say_why(repo: Repo, db_url: str
 
 def test_branch_selects_the_workflows_that_run(repo: Repo, db_url: str) -> None:
     plan = plan_json(repo, db_url, "--ref", "dev")
-    assert sorted(r["workflow"] for r in plan["runs"]) == [
+    other = [r for r in plan["runs"] if r["action"] == "skip"]
+    assert other and all(r["reason"].endswith(", this is dev") for r in other)
+    assert sorted(r["workflow"] for r in plan["runs"] if r["action"] == "enqueue") == [
         "globex-shop/test/test-dev",
         "initech-hr/build/build-dev",
         "initech-hr/deploy/deploy-dev",

@@ -30,6 +30,9 @@ SAMPLES: dict[tuple[str, str], tuple[list[str], bool]] = {
     ("workflow.json", "/properties/project"): (["acme-erp"], True),
     ("workflow.json", "/$defs/spec/properties/name"): (["build-main", "Nightly 2 backup"], True),
     ("workflow.json", "/$defs/spec/properties/git_ref"): (["main", "release/18.0", "fé-1"], False),
+    ("project.json", "/properties/acknowledged_advisories/items"): (["odoo-17-18-stock"], True),
+    ("workflow.json", "/$defs/spec/properties/needs/items"): (["build-main", "test/test 2"], True),
+    ("workflow.json", "/$defs/spec/properties/concurrency"): (["production", "lane.1_a-b"], True),
     ("tool.json", "/properties/name"): (["odoo", "pg.bouncer-1"], True),
     ("tool.json", "/properties/version"): (["18.0", "1.25.3-alpine", "latest", "1 | 2"], False),
     ("tool.json", "/properties/docker_image"): (

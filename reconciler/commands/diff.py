@@ -13,6 +13,7 @@ from pathlib import Path
 
 from reconciler import files, gitrepo
 from reconciler.commands.reconcile import Echo, InvalidFiles, Options, cache_dir, show
+from reconciler.core import pipelines
 from reconciler.core.desired import DesiredState, assemble
 from reconciler.core.plan import Indexed, Plan, Row, collect, diff
 from reconciler.core.summary import combine
@@ -40,7 +41,7 @@ def _run(options: Options, refs: Refs, out: Echo) -> int:
         if base_groups.get(g) != head_groups.get(g)
     }
     wanted, problems = assemble(head.resources(changed), known_projects=set())
-    found = collect(head.problems, problems)
+    found = collect(head.problems, problems, pipelines.check(wanted))
     if found:
         raise InvalidFiles(found, options.state_dir)
     before, _ = assemble(base.resources(changed), known_projects=set())

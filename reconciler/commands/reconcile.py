@@ -18,9 +18,10 @@ from pathlib import Path
 from typing import Any
 
 from reconciler import checkout, files, gitrepo
-from reconciler.core import render
-from reconciler.core.desired import ANY_BRANCH, DesiredState, assemble, clean_across_files
+from reconciler.core import pipelines, render, upgrades
+from reconciler.core.desired import ANY_BRANCH, DesiredState, assemble
 from reconciler.core.plan import (
+    Change,
     Code,
     CodeHead,
     GitContext,
@@ -87,14 +88,11 @@ def validate(options: Options, out: Echo) -> int:
                 f"no state files (*.yaml, *.yml) in {options.state_dir}: give the state "
                 "directory with -C DIR, or start one with `reconcile init`"
             )
-        if not any(f.summary.has_problems for f in loaded.files.values()):
-            slots = loaded.slots()
-            if clean_across_files(slots):  # the common case, without loading the resources
-                _say_valid(options, out, len(loaded.files), len(slots))
-                return 0
+        # Every resource is assembled: the pipelines' rules (needs, cycles, triggers) look
+        # across the workflows of a project, which may stand in several files.
         resources = loaded.resources()
-        _, problems = assemble(resources, known_projects=set())
-    found = collect(loaded.problems, problems)
+        desired, problems = assemble(resources, known_projects=set())
+    found = collect(loaded.problems, problems, pipelines.check(desired))
     if found and options.output == "json":
         out(json.dumps({"valid": False, "problems": [p.as_dict() for p in found]}, indent=2))
     if found:
@@ -209,10 +207,13 @@ def _reconcile(options: Options, *, commit: bool, expected: dict[str, Any] | Non
             stale = _in_scope(options.projects, stale_groups(wanted, groups), wanted, groups)
             actual = state.read(conn, stale)
             desired = _desired(loaded, stale, actual, create_users=status.auth == "compatible")
+            git = _with_changes(conn, options.state_dir, git, run_entries)
             code = _with_database_projects(conn, code, set(defined), run_entries)
             result = _plan(conn, desired, actual, git, (run_entries, code))
             result = dataclasses.replace(result, database=target.description)
             _refuse_if_moved(result, expected)
+            if commit and result.blocked:
+                raise InvalidFiles(list(result.blocked))
             if commit:
                 kept = _kept(groups, stale, wanted, options.projects)
                 _refuse_if_unsafe(result, desired, actual, kept, options.safety)
@@ -272,7 +273,7 @@ def _desired(
     known = {identity[0] for kind, identity in actual.index if kind == "project"}
     desired, problems = assemble(loaded.resources(stale), known)
     desired, _, unknown = resolve_members(desired, actual.users, create_missing=create_users)
-    found = collect(loaded.problems, problems, unknown)
+    found = collect(loaded.problems, problems, unknown, pipelines.check(desired))
     if found:
         raise InvalidFiles(found)
     return desired
@@ -299,7 +300,44 @@ def _plan(
     candidates = plan_runs(run_entries, git, set(), code)
     keys = [r.idempotency_key for r in candidates if r.idempotency_key]
     planned = plan_runs(run_entries, git, state.existing_run_keys(conn, keys), code)
-    return Plan(tuple(changes), tuple(planned), git.commit, git.ref, tuple(new_users))
+    shown, blocked = _upgrade_gate(conn, changes, desired)
+    return Plan(
+        tuple(changes),
+        tuple(planned),
+        git.commit,
+        git.ref,
+        tuple(new_users),
+        advisories=tuple(shown),
+        blocked=tuple(blocked),
+    )
+
+
+def _upgrade_gate(
+    conn: state.Conn, changes: list[Change], desired: DesiredState
+) -> tuple[list[dict[str, Any]], list[Problem]]:
+    """The advisories on the way of the plan's version changes: the database's, as the files
+    change them (the files win; deleted ones are gone)."""
+    if not upgrades.upgrades(changes, desired):
+        return [], []
+    advisories = {a.key: a for a in state.advisories(conn)}
+    for change in changes:
+        if change.kind == "upgrade_advisory" and change.action == "delete":
+            advisories.pop(change.key, None)
+    for (kind, _), resource in desired.resources.items():
+        if kind == "upgrade_advisory":
+            advisories[resource.fields["key"]] = upgrades.advisory_of(resource.fields)
+    return upgrades.gate(changes, desired, list(advisories.values()))
+
+
+def _with_changes(
+    conn: state.Conn, state_dir: Path, git: GitContext, run_entries: list[RunEntry]
+) -> GitContext:
+    """What the push changed, read only when some push workflow filters on `paths`."""
+    if not any(paths for _, _, paths in run_entries) or git.commit is None:
+        return git
+    since = state.last_applied_commit(conn, git.ref, git.commit)
+    changed = gitrepo.changed_files(state_dir, since, git.commit)
+    return dataclasses.replace(git, changed=changed, since=since)
 
 
 def code_heads(repositories: dict[str, str | None], run_entries: list[RunEntry]) -> Code:
@@ -328,7 +366,7 @@ def _with_database_projects(
 ) -> Code:
     """A standalone Workflow may belong to a project only the database holds (not `defined`
     in the files): its code repository is the database's."""
-    others = sorted({identity[0] for identity, _ in run_entries} - defined)
+    others = sorted({identity[0] for identity, _, _ in run_entries} - defined)
     found = {s: u for s, u in state.project_repositories(conn, others).items() if u is not None}
     if not found:
         return code

@@ -1,4 +1,5 @@
-"""`reconcile worker` and `reconcile runs list | show | logs | cancel | cleanup`."""
+"""`reconcile worker` and `reconcile runs list | show | logs | cancel | cleanup | start | retry |
+schedule`."""
 
 from __future__ import annotations
 
@@ -8,13 +9,15 @@ import re
 import socket
 import time
 from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlparse
 
 from reconciler import checkout
+from reconciler.core import cron
 from reconciler.db import migrations
-from reconciler.db.connection import bound_waits, connect, user_errors
+from reconciler.db.connection import bound_waits, connect, refused_as_error, user_errors
 from reconciler.db.embedded import default_state_dir
 from reconciler.db.queries import query
 from reconciler.db.target import open_target
@@ -216,6 +219,80 @@ def cleanup(url: str | None, lock_timeout_s: float, log_days: int, out: Echo) ->
         f"deleted {len(urls)} expired artifact(s) and {deleted} log line(s) older than "
         f"{log_days} day(s)"
     )
+    return 0
+
+
+def start(
+    url: str | None, lock_timeout_s: float, target: str, at: dict[str, str | None], out: Echo
+) -> int:
+    """A manual start of PROJECT/TYPE/NAME, by the rules of ops.request_run."""
+    parts = target.split("/", 2)
+    if len(parts) != 3 or not all(parts):
+        raise ReconcilerError(f"{target!r} is not PROJECT/TYPE/NAME (e.g. acme-erp/deploy/prod)")
+    project, type_, name = parts
+
+    def work(conn: Any) -> Any:
+        row = conn.execute(
+            query("workflow_by_key"), {"project": project, "type": type_, "name": name}
+        ).fetchone()
+        if row is None:
+            raise ReconcilerError(f"no workflow {target} in the database (apply it first)")
+        run_id = refused_as_error(
+            "start",
+            lambda: conn.execute(query("request_run"), {"workflow_id": row[0], **at}).fetchone()[0],
+        )
+        return run_id, conn.execute(query("run_summary"), {"run_id": run_id}).fetchone()
+
+    run_id, summary = _read(url, lock_timeout_s, work)
+    out(_queued_line(run_id, summary))
+    return 0
+
+
+def retry(url: str | None, lock_timeout_s: float, run_id: str, out: Echo) -> int:
+    """A new run of the same commit, linked to the finished run it retries."""
+
+    def work(conn: Any) -> Any:
+        retried = _resolve(conn, run_id)  # a unique prefix is enough, as for show and cancel
+        new_id = refused_as_error(
+            "retry",
+            lambda: conn.execute(query("retry_run"), {"run_id": retried}).fetchone()[0],
+        )
+        return retried, new_id, conn.execute(query("run_summary"), {"run_id": new_id}).fetchone()
+
+    retried, new_id, summary = _read(url, lock_timeout_s, work)
+    out(_queued_line(new_id, summary) + f", retry of {retried}")
+    return 0
+
+
+def _queued_line(run_id: Any, summary: Any) -> str:
+    workflow, number, status, trigger, commit, error = summary
+    line = f"run {run_id}: {workflow} #{number} {status} ({trigger}"
+    line += f", commit {commit[:12]})" if commit else ")"
+    return line + (f": {error}" if error else "")
+
+
+def schedule(
+    url: str | None, lock_timeout_s: float, project: str | None, count: int, out: Echo
+) -> int:
+    """The scheduled workflows, their last slot and the next ones (computed as workers do)."""
+    rows = _read(
+        url,
+        lock_timeout_s,
+        lambda c: c.execute(query("schedules"), {"project": project}).fetchall(),
+    )
+    now = datetime.now(UTC)
+    for workflow, expression, timezone, active, last in rows:
+        zone_name = timezone or "UTC"
+        out(
+            f"{workflow}  {expression!r} ({zone_name})"
+            + ("" if active else "  (not scheduled: disabled)")
+        )
+        out(f"  last slot: {last:%Y-%m-%d %H:%M %Z}" if last else "  last slot: none yet")
+        if active and not cron.schedule_problem(expression):
+            slots = cron.next_slots(expression, timezone, now, count)
+            out("  next: " + ", ".join(f"{s:%Y-%m-%d %H:%M} UTC" for s in slots))
+    if not rows:
+        out("no scheduled workflows")
     return 0
 
 

@@ -129,9 +129,13 @@ def _project(document: Document) -> list[Resource]:
             "odoo_version": value["odoo_version"],
             "status": value.get("status", "active"),
             "config": value.get("config", {}),
+            **optional_fields(
+                acknowledged_advisories=sorted(value.get("acknowledged_advisories", []))
+            ),
             **_optional(repository=value.get("repository")),
         },
         document.at(()),
+        refs=(("odoo_version", document.at(("odoo_version",))),),
     )
     workflows = [
         _workflow(document, spec, ("workflows", i), slug, inline=True)
@@ -168,12 +172,35 @@ def _workflow(
             "git_ref": spec.get("git_ref"),
             "triggers": triggers,
             "config": spec.get("config", {}),
+            **optional_fields(
+                needs=sorted(spec.get("needs", [])),
+                concurrency=spec.get("concurrency"),
+                schedule=spec.get("schedule"),
+                timezone=spec.get("timezone"),
+                paths=spec.get("paths", []),
+            ),
         },
         document.at(path),
         inline=inline,
-        refs=(("project", document.at((*path, "project"))),) if not inline else (),
+        refs=tuple(
+            (name, document.at((*path, name)))
+            for name in ("project", "needs", "schedule", "timezone", "enabled", "paths")
+            if name in spec and not (inline and name == "project")
+        ),
         runs_on=runs_on,
     )
+
+
+# Fields added after 0.1 (pipelines) are in a resource only when set, so that the digests of
+# resources that do not use them stay what they were.
+OPTIONAL_DEFAULTS: dict[str, dict[str, Any]] = {
+    "project": {"acknowledged_advisories": []},
+    "workflow": {"needs": [], "concurrency": None, "schedule": None, "timezone": None, "paths": []},
+}
+
+
+def optional_fields(**fields: Any) -> dict[str, Any]:
+    return {k: v for k, v in fields.items() if v not in (None, [], ())}
 
 
 def _membership(

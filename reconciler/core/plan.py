@@ -6,6 +6,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
+from reconciler.core import globs
 from reconciler.core import problems as codes
 from reconciler.core.desired import (
     ANY_BRANCH,
@@ -53,6 +54,10 @@ class GitContext:
     clean: bool
     reason: str | None = None  # why no run can be enqueued, when that is so
     repository: str | None = None  # where workers fetch the state repository (no credentials)
+    # The files (repository paths) the push changed since `since`, the last applied commit of
+    # the branch; None when that is unknown (the first apply of a branch): every path counts.
+    changed: frozenset[str] | None = None
+    since: str | None = None
 
 
 @dataclass(frozen=True)
@@ -94,6 +99,8 @@ class Plan:
     ref: str | None
     new_users: tuple[str, ...] = ()
     database: str | None = None  # which database was compared (None: a diff of two refs)
+    advisories: tuple[dict[str, Any], ...] = ()  # on the way of the version changes it makes
+    blocked: tuple[Problem, ...] = ()  # unacknowledged high/critical advisories: no apply
 
     @property
     def changes_present(self) -> bool:
@@ -241,29 +248,33 @@ def changed_paths(before: Any, after: Any, prefix: str = "") -> list[str]:
 
 
 def plan_runs(
-    entries: Iterable[tuple[Identity, str]],
+    entries: Iterable[tuple[Identity, str, tuple[str, ...]]],
     git: GitContext,
     existing_keys: set[str],
     code: Code | None = None,
 ) -> list[RunRequest]:
-    """One run per commit for each enabled `on: [push]` workflow: of the state repository when
-    its git_ref is the ref applied, or of the project's own code repository (`code`) at the
-    head of its git_ref. `entries`: (workflow identity, its git_ref, or ANY_BRANCH)."""
+    """What becomes of each enabled `on: [push]` workflow: enqueued, already there, or skipped
+    with the reason (another branch, no clean commit, `paths` not matched). A workflow runs for
+    the state repository's commit when its git_ref is the ref applied, or for the project's own
+    code repository (`code`) at the head of its git_ref (`paths` filter only state commits).
+    `entries`: (workflow identity, its git_ref or ANY_BRANCH, its paths)."""
     code = code or Code()
     runs = []
-    for identity, runs_on in entries:
+    for identity, runs_on, paths in entries:
         if identity[0] in code.repositories:
             runs.append(_code_run(identity, runs_on, code, git, existing_keys))
-        elif runs_on in (ANY_BRANCH, git.ref):
-            runs.append(_run(identity, git, existing_keys))
+        else:
+            runs.append(_run((identity, runs_on, paths), git, existing_keys))
     return runs
 
 
 def code_heads_wanted(
-    entries: Iterable[tuple[Identity, str]], repositories: Mapping[str, str]
+    entries: Iterable[tuple[Identity, str, tuple[str, ...]]], repositories: Mapping[str, str]
 ) -> list[tuple[str, str]]:
     """The (URL, branch) pairs whose heads `plan_runs` needs, each once, sorted."""
-    return sorted({(repositories[i[0]], runs_on) for i, runs_on in entries if i[0] in repositories})
+    return sorted(
+        {(repositories[i[0]], runs_on) for i, runs_on, _ in entries if i[0] in repositories}
+    )
 
 
 def idempotency_key(commit: str, workflow_key: str) -> str:
@@ -271,10 +282,20 @@ def idempotency_key(commit: str, workflow_key: str) -> str:
     return f"push:{commit}:{workflow_key}"
 
 
-def _run(identity: Identity, git: GitContext, existing_keys: set[str]) -> RunRequest:
+def _run(
+    entry: tuple[Identity, str, tuple[str, ...]], git: GitContext, existing_keys: set[str]
+) -> RunRequest:
+    identity, runs_on, paths = entry
     workflow = resource_key("workflow", identity)
+    if runs_on not in (ANY_BRANCH, git.ref):
+        reason = f"runs on pushes to {runs_on}, this is {git.ref or 'no branch'}"
+        return RunRequest(identity[0], workflow, identity, None, "skip", reason)
     if git.commit is None or not git.clean:
         return RunRequest(identity[0], workflow, identity, None, "skip", git.reason or "no commit")
+    if paths and git.changed is not None and not globs.any_match(paths, git.changed):
+        since = f" since {git.since[:12]}" if git.since else ""
+        reason = f"paths: none of the {len(git.changed)} file(s) changed{since} matches"
+        return RunRequest(identity[0], workflow, identity, None, "skip", reason)
     key = idempotency_key(git.commit, workflow)
     action = "exists" if key in existing_keys else "enqueue"
     return RunRequest(

@@ -51,6 +51,7 @@ def as_dict(plan: Plan) -> dict[str, Any]:
             for c in plan.changes
         ],
         "runs": [_run_dict(r) for r in plan.runs],
+        "advisories": list(plan.advisories),
         "users": [{"email": email, "action": "create"} for email in plan.new_users],
     }
 
@@ -90,6 +91,10 @@ def to_text(plan: Plan, style: Style = plain) -> str:
         lines.append("")
         lines.append("Runs:")
         lines += [_run_line(r, style) for r in runs]
+    if plan.advisories:
+        lines.append("")
+        lines.append("Upgrade advisories:")
+        lines += [_advisory_line(a) for a in plan.advisories]
     if plan.changes_present:
         lines.append("")
     lines.append(summary_line(plan))
@@ -135,6 +140,19 @@ def _run_line(run: RunRequest, style: Style) -> str:
         return f"  . {run.workflow}: not enqueued ({run.reason})"
     source = f" from {run.repository} {run.ref or 'HEAD'}" if run.own_repository else ""
     return style(f"  + run {run.workflow} ({run.idempotency_key}){source}", "green")
+
+
+def _advisory_line(advisory: dict[str, Any]) -> str:
+    state = (
+        "BLOCKS the apply: acknowledge it"
+        if advisory["blocking"]
+        else ("acknowledged" if advisory["acknowledged"] else "for information")
+    )
+    return (
+        f"  ! {advisory['project']} {advisory['upgrade']}: {advisory['severity']} "
+        f"{advisory['key']} ({advisory['from_version']} -> {advisory['to_version']}) "
+        f"{advisory['title']} [{state}]"
+    )
 
 
 def _get(fields: dict[str, Any] | None, path: str) -> Any:
@@ -185,6 +203,9 @@ def to_markdown(plan: Plan, limit: int = MARKDOWN_LIMIT, title: str = "reconcile
         ]
     body = [line for change in plan.changes for line in _change_lines(change, plain)]
     body += [_run_line(r, plain) for r in plan.runs if r.action != "exists"]
+    if plan.advisories:
+        head += ["", "**Upgrade advisories**", ""]
+        head += [f"- {_advisory_line(a).strip()[2:]}" for a in plan.advisories]
     return _fit(head, body, limit)
 
 

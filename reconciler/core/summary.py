@@ -17,7 +17,8 @@ from typing import NamedTuple
 from reconciler.core.desired import Identity, Resource, Slot
 
 Groups = dict[str, int]
-RunEntry = tuple[Identity, str]  # a workflow's identity and the branch whose pushes run it
+# A push workflow: its identity, the branch whose pushes run it, its `paths` globs (or none).
+RunEntry = tuple[Identity, str, tuple[str, ...]]
 
 
 def group_of(slot: Slot) -> str:
@@ -51,7 +52,8 @@ def summarize(resources: Iterable[Resource], has_problems: bool) -> FileSummary:
         digest = row_hash(resource.kind, resource.identity, resource.digest)
         groups[group] = groups.get(group, 0) + digest
         if resource.runs_on is not None:
-            runs.append((resource.identity, resource.runs_on))
+            paths = tuple(resource.fields.get("paths", ()))
+            runs.append((resource.identity, resource.runs_on, paths))
         if resource.kind == "project":
             code.append((resource.identity[0], resource.fields.get("repository")))
     return FileSummary(tuple(groups.items()), tuple(runs), has_problems, tuple(code))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
@@ -127,3 +127,17 @@ def reason(exc: BaseException) -> str:
 def first_line(exc: BaseException) -> str:
     lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
     return lines[0] if lines else type(exc).__name__
+
+
+def refused_as_error(action: str, call: Callable[[], Any]) -> Any:
+    """The database's refusals of a start or retry (a workflow that cannot run, a run that is
+    not final, nothing found), as one line a user can act on."""
+    try:
+        return call()
+    except (
+        pg_errors.InvalidParameterValue,
+        pg_errors.ObjectNotInPrerequisiteState,
+        pg_errors.NoDataFound,
+    ) as exc:
+        message = str(exc).splitlines()[0].split(": ", 1)[-1]
+        raise ReconcilerError(f"cannot {action}: {message}") from None

@@ -68,6 +68,20 @@ drop function if exists ops.other_owners(uuid, uuid);
 drop function if exists ops.acting_as_member();
 -- with the index of 0011 on auth.users (compatible schema) that uses it
 drop function if exists ops.email_key(text) cascade;
+-- 0014 (pipelines)
+drop function if exists ops.anchor_schedule();
+drop function if exists ops.notify_runs_ready();
+drop function if exists ops.snapshot_run_pipeline();
+drop function if exists ops.unmet_need(text, uuid[]);
+drop function if exists ops.needs_met(text, uuid[]);
+drop function if exists ops.lane_busy(uuid, text);
+drop function if exists ops.place_run_in_pipeline();
+drop function if exists ops.cancel_dependents();
+drop function if exists ops.unblock_dependents();
+drop function if exists ops.reblock_dependents();
+drop function if exists ops.next_claimable_run();
+drop function if exists ops.due_schedules(timestamptz);
+drop function if exists ops.enqueue_scheduled_run(uuid, timestamptz, timestamptz, integer);
 
 drop view if exists ops.agent_runs_v;
 drop view if exists ops.agent_run_logs_v;

@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Mapping, Sequence
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 import psycopg
 from psycopg.conninfo import make_conninfo
 from psycopg.types.json import Jsonb
 
+from reconciler.db import schedules
 from reconciler.db.connection import APPLICATION_NAME, CONNECT_TIMEOUT_S
 from reconciler.db.queries import query
 from reconciler.errors import ReconcilerError
@@ -38,7 +39,15 @@ class PostgresRunQueue:
     # -- the worker's calls -------------------------------------------------------------------
 
     def reap(self, limit: int = 100) -> int:
-        return int(self._one("reap_expired_runs", limit=limit) or 0)
+        """Give runs whose worker died back to the queue (or fail them), and enqueue the
+        scheduled slots that are due: every running worker keeps the schedules going."""
+        reaped = int(self._one("reap_expired_runs", limit=limit) or 0)
+        try:
+            schedules.tick(self._connection(), datetime.now(UTC))
+        except psycopg.OperationalError:
+            self.release()
+            raise QueueUnavailable("lost the database connection") from None
+        return reaped
 
     def finish_and_claim(
         self, finished: Sequence[Mapping[str, Any]], worker_id: str, lease_s: int, want: int

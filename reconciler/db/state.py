@@ -8,9 +8,10 @@ from typing import Any
 
 import psycopg
 
-from reconciler.core.desired import Identity, Slot, resource_key
+from reconciler.core.desired import Identity, Slot, optional_fields, resource_key
 from reconciler.core.plan import Indexed, Row
 from reconciler.core.summary import GroupState
+from reconciler.core.upgrades import Advisory, advisory_of
 from reconciler.db.queries import query
 
 Conn = psycopg.Connection[Any]
@@ -97,6 +98,7 @@ def _projects(conn: Conn, ids: list[Any]) -> list[Row]:
         config,
         repository,
         managed,
+        acknowledged,
     ) in conn.execute(query("read_projects"), {"ids": ids}):
         fields = {
             "slug": slug,
@@ -106,6 +108,7 @@ def _projects(conn: Conn, ids: list[Any]) -> list[Row]:
             "odoo_version": version,
             "status": status,
             "config": config,
+            **optional_fields(acknowledged_advisories=sorted(acknowledged)),
         }
         if repository is not None:  # compared only when set, as the files do (desired.py)
             fields["repository"] = repository
@@ -126,6 +129,11 @@ def _workflows(conn: Conn, ids: list[Any]) -> list[Row]:
         triggers,
         config,
         managed,
+        needs,
+        concurrency,
+        schedule,
+        timezone,
+        paths,
     ) in conn.execute(query("read_workflows"), {"ids": ids}):
         identity = (slug, type_, name)
         fields = {
@@ -137,6 +145,13 @@ def _workflows(conn: Conn, ids: list[Any]) -> list[Row]:
             "git_ref": git_ref,
             "triggers": sorted(triggers),
             "config": config,
+            **optional_fields(
+                needs=sorted(needs),
+                concurrency=concurrency,
+                schedule=schedule,
+                timezone=timezone,
+                paths=paths,
+            ),
         }
         rows.append(
             Row("workflow", identity, id_, fields, managed, resource_key("workflow", identity))
@@ -226,6 +241,30 @@ def existing_run_keys(conn: Conn, keys: list[str]) -> set[str]:
     if not keys:
         return set()
     return {k for (k,) in conn.execute(query("existing_run_keys"), {"keys": keys})}
+
+
+def last_applied_commit(conn: Conn, ref: str | None, commit: str | None) -> str | None:
+    """The commit of the branch's latest apply before this commit (what `paths` compare to)."""
+    if ref is None or commit is None:
+        return None
+    row = conn.execute(query("last_applied_commit"), {"ref": ref, "commit": commit}).fetchone()
+    return None if row is None else str(row[0])
+
+
+def advisories(conn: Conn) -> list[Advisory]:
+    return [
+        advisory_of(
+            {
+                "key": key,
+                "from_version": low,
+                "to_version": high,
+                "severity": severity,
+                "title": title,
+                "affects_modules": modules,
+            }
+        )
+        for key, low, high, severity, title, modules in conn.execute(query("gate_advisories"))
+    ]
 
 
 def project_repositories(conn: Conn, slugs: list[str]) -> dict[str, str | None]:

@@ -16,7 +16,7 @@ import psycopg
 from psycopg.types.json import Jsonb
 
 from reconciler.core import problems as codes
-from reconciler.core.desired import DesiredState
+from reconciler.core.desired import OPTIONAL_DEFAULTS, DesiredState
 from reconciler.core.plan import Change, Plan, RunRequest
 from reconciler.core.problems import Problem, Source
 from reconciler.db.connection import first_line
@@ -129,6 +129,8 @@ class Writer:
     def _new_row(self, change: Change) -> tuple[Any, ...]:
         """The COPY row of a created resource (the database makes its id)."""
         f, digest = change.after or {}, change.digest
+        if change.kind in OPTIONAL_DEFAULTS:
+            f = {**OPTIONAL_DEFAULTS[change.kind], **f}
         if change.kind == "project":
             return (
                 f["slug"],
@@ -141,6 +143,7 @@ class Writer:
                 f.get("repository"),
                 MANAGER,
                 digest,
+                f["acknowledged_advisories"],
             )
         if change.kind == "workflow":
             return (
@@ -154,6 +157,11 @@ class Writer:
                 f["config"],
                 MANAGER,
                 digest,
+                f["needs"],
+                f["concurrency"],
+                f["schedule"],
+                f["timezone"],
+                f["paths"],
             )
         if change.kind == "membership":
             user = change.identity[1]
@@ -180,7 +188,7 @@ class Writer:
         )
 
     def _update_values(self, change: Change) -> dict[str, Any]:
-        values = dict(change.after or {})
+        values = {**OPTIONAL_DEFAULTS.get(change.kind, {}), **(change.after or {})}
         if change.kind == "project":
             values.setdefault("repository", None)  # written only when set (desired.py)
         if "config" in values:

@@ -70,13 +70,14 @@ join unnest(%(slugs)s::text[], %(types)s::text[], %(names)s::text[]) as wanted(s
 
 -- name: read_projects
 select id, slug, workspace_key, name, description, odoo_version, status, config, repository,
-       managed_by is not null as managed
+       managed_by is not null as managed, acknowledged_advisories
 from ops.projects
 where id = any(%(ids)s::uuid[])
 
 -- name: read_workflows
 select w.id, p.slug, w.workflow_type, w.name, w.description, w.enabled, w.git_ref,
-       w.triggers, w.config, w.managed_by is not null as managed
+       w.triggers, w.config, w.managed_by is not null as managed, w.needs, w.concurrency,
+       w.schedule, w.schedule_timezone, w.paths
 from ops.workflows w
 join ops.projects p on p.id = w.project_id
 where w.id = any(%(ids)s::uuid[])
@@ -132,26 +133,30 @@ select slug, id::text from ops.projects where slug = any(%(slugs)s)
 
 -- name: create_projects
 copy ops.projects (slug, workspace_key, name, description, odoo_version, status, config,
-                   repository, managed_by, spec_hash)
+                   repository, managed_by, spec_hash, acknowledged_advisories)
 from stdin
 
 -- name: update_project
 update ops.projects
 set workspace_key = %(workspace_key)s, name = %(name)s, description = %(description)s,
     odoo_version = %(odoo_version)s, status = %(status)s, config = %(config)s,
-    repository = %(repository)s, managed_by = %(managed_by)s, spec_hash = %(spec_hash)s, updated_at = now()
+    repository = %(repository)s, managed_by = %(managed_by)s, spec_hash = %(spec_hash)s,
+    acknowledged_advisories = %(acknowledged_advisories)s, updated_at = now()
 where id = %(id)s
 
 -- name: create_workflows
 copy ops.workflows (project_id, workflow_type, name, description, enabled, git_ref, triggers,
-                    config, managed_by, spec_hash)
+                    config, managed_by, spec_hash, needs, concurrency, schedule,
+                    schedule_timezone, paths)
 from stdin
 
 -- name: update_workflow
 update ops.workflows
 set description = %(description)s, enabled = %(enabled)s, git_ref = %(git_ref)s,
     triggers = %(triggers)s, config = %(config)s, managed_by = %(managed_by)s,
-    spec_hash = %(spec_hash)s, updated_at = now()
+    spec_hash = %(spec_hash)s, needs = %(needs)s, concurrency = %(concurrency)s,
+    schedule = %(schedule)s, schedule_timezone = %(timezone)s, paths = %(paths)s,
+    updated_at = now()
 where id = %(id)s
 
 -- name: create_memberships
@@ -262,3 +267,52 @@ where r.id = l.run_id and r.status in ('succeeded', 'failed', 'canceled')
 
 -- name: project_slugs
 select slug from ops.projects order by slug
+
+-- Schedules (reconciler/db/schedules.py).
+
+-- name: due_schedules
+select workflow_id, schedule, timezone, after from ops.due_schedules(%(now)s)
+
+-- name: enqueue_scheduled_run
+select ops.enqueue_scheduled_run(%(id)s, %(slot)s, %(next)s, %(missed)s)
+
+-- name: last_applied_commit
+select git_commit from ops.reconcile_applies
+where git_ref = %(ref)s and git_commit is not null and git_commit <> %(commit)s
+order by applied_at desc
+limit 1
+
+-- Manual starts and retries (`reconcile runs start | retry | schedule`).
+
+-- name: workflow_by_key
+select w.id from ops.workflows w join ops.projects p on p.id = w.project_id
+where p.slug = %(project)s and w.workflow_type = %(type)s and w.name = %(name)s
+
+-- name: request_run
+select ops.request_run(%(workflow_id)s, %(ref)s, %(commit)s)
+
+-- name: retry_run
+select ops.retry_run(%(run_id)s)
+
+-- name: run_summary
+select p.slug || '/' || w.workflow_type || '/' || w.name, r.run_number, r.status,
+       r.trigger_event, r.git_commit, r.error_message
+from ops.runs r
+join ops.workflows w on w.id = r.workflow_id
+join ops.projects p on p.id = r.project_id
+where r.id = %(run_id)s
+
+-- name: schedules
+select p.slug || '/' || w.workflow_type || '/' || w.name, w.schedule, w.schedule_timezone,
+       w.enabled and p.status = 'active' and 'schedule' = any(w.triggers),
+       w.last_scheduled_slot
+from ops.workflows w
+join ops.projects p on p.id = w.project_id
+where w.schedule is not null and (%(project)s::text is null or p.slug = %(project)s)
+order by 1
+
+-- The upgrade gate's advisories.
+
+-- name: gate_advisories
+select advisory_key, from_version, to_version, severity, title, affects_modules
+from ops.upgrade_advisories

@@ -1,0 +1,140 @@
+"""The rules of pipelines across a project's workflows: needs resolve to one workflow of the
+same project and form no cycle; a schedule is a valid cron in a known time zone and goes with
+`on: [schedule]`; `paths` go with `on: [push]`. Pure."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from reconciler.core import cron
+from reconciler.core import problems as codes
+from reconciler.core.desired import DesiredState, Identity, Resource
+from reconciler.core.problems import Problem
+
+
+def check(desired: DesiredState) -> list[Problem]:
+    workflows: dict[str, list[Resource]] = {}
+    for (kind, identity), resource in desired.resources.items():
+        if kind == "workflow":
+            workflows.setdefault(identity[0], []).append(resource)
+    found: list[Problem] = []
+    for members in workflows.values():
+        found += _needs(members)
+        for workflow in members:
+            found += _triggers(workflow)
+    return found
+
+
+def resolve_need(written: str, members: Iterable[Resource]) -> list[Identity]:
+    """The workflows a `needs` entry names: TYPE/NAME, or a NAME (then possibly several)."""
+    return [
+        w.identity
+        for w in members
+        if written in (w.identity[2], f"{w.identity[1]}/{w.identity[2]}")
+    ]
+
+
+def _needs(members: list[Resource]) -> list[Problem]:
+    found: list[Problem] = []
+    graph: dict[Identity, list[Identity]] = {}
+    for workflow in members:
+        edges = graph.setdefault(workflow.identity, [])
+        for written in workflow.fields.get("needs", []):
+            named = resolve_need(written, members)
+            if len(named) == 1 and named[0] != workflow.identity:
+                edges.append(named[0])
+                continue
+            found.append(
+                Problem(workflow.ref("needs"), codes.UNKNOWN_NEED, _bad(workflow, written, named))
+            )
+    by_identity = {w.identity: w for w in members}
+    for cycle in _cycles(graph):
+        first = by_identity[cycle[0]]
+        shown = " -> ".join("/".join(i[1:]) for i in (*cycle, cycle[0]))
+        found.append(
+            Problem(
+                first.ref("needs"),
+                codes.NEEDS_CYCLE,
+                f"workflow {first.key}: needs form a cycle: {shown}",
+            )
+        )
+    return found
+
+
+def _bad(workflow: Resource, written: str, named: list[Identity]) -> str:
+    if not named:
+        return (
+            f"workflow {workflow.key}: needs {written!r}, which is no workflow of project "
+            f"{workflow.identity[0]} (write NAME or TYPE/NAME)"
+        )
+    if named == [workflow.identity]:
+        return f"workflow {workflow.key}: needs itself"
+    options = ", ".join("/".join(i[1:]) for i in named)
+    return f"workflow {workflow.key}: needs {written!r} is ambiguous ({options}): write TYPE/NAME"
+
+
+def _cycles(graph: dict[Identity, list[Identity]]) -> list[list[Identity]]:
+    """One cycle per strongly connected loop found by a depth-first walk, in a stable order."""
+    state: dict[Identity, int] = {}  # 1: on the current path, 2: done
+    path: list[Identity] = []
+    cycles: list[list[Identity]] = []
+
+    def visit(node: Identity) -> None:
+        state[node] = 1
+        path.append(node)
+        for following in graph.get(node, []):
+            if state.get(following) == 1:
+                cycles.append(path[path.index(following) :])
+            elif following not in state:
+                visit(following)
+        path.pop()
+        state[node] = 2
+
+    for node in sorted(graph):
+        if node not in state:
+            visit(node)
+    return cycles
+
+
+def _triggers(workflow: Resource) -> list[Problem]:
+    fields = workflow.fields
+    triggers = fields["triggers"]
+    found = []
+    schedule, timezone = fields.get("schedule"), fields.get("timezone")
+    if schedule is not None:
+        if "schedule" not in triggers:
+            found.append(
+                _mismatch(workflow, "schedule", "schedule is set but `on` does not list schedule")
+            )
+        elif problem := cron.schedule_problem(schedule):
+            found.append(
+                Problem(
+                    workflow.ref("schedule"),
+                    codes.BAD_SCHEDULE,
+                    f"workflow {workflow.key}: {problem}",
+                )
+            )
+    if timezone is not None:
+        if schedule is None:
+            found.append(
+                _mismatch(workflow, "timezone", "timezone is set but there is no schedule")
+            )
+        elif problem := cron.timezone_problem(timezone):
+            found.append(
+                Problem(
+                    workflow.ref("timezone"),
+                    codes.BAD_SCHEDULE,
+                    f"workflow {workflow.key}: {problem}",
+                )
+            )
+    if fields.get("paths") and "push" not in triggers:
+        found.append(
+            _mismatch(workflow, "paths", "paths filter pushes, but `on` does not list push")
+        )
+    return found
+
+
+def _mismatch(workflow: Resource, name: str, message: str) -> Problem:
+    return Problem(
+        workflow.ref(name), codes.TRIGGER_MISMATCH, f"workflow {workflow.key}: {message}"
+    )
