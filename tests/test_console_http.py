@@ -21,7 +21,7 @@ import psycopg
 import pytest
 from starlette.testclient import TestClient
 
-from reconciler.console.app import COOKIE, Settings, create_app
+from reconciler.console.app import COOKIE, STREAMS_PER_MEMBER, Console, Settings, create_app
 from reconciler.console.identity import Verifier, mint
 from reconciler.console.text import clean
 from tests.cli import reconcile
@@ -205,7 +205,7 @@ def test_page_per_persona(
         return
     sees = response.status_code == 200 and MARKERS[page] in response.text
     assert sees == (persona in MEMBERS), (page, persona, response.status_code)
-    if persona == "non-member" and page not in ("fleet", "history", "logs"):
+    if persona == "non-member" and page not in ("fleet", "history"):
         assert response.status_code == 404  # the same answer as for an id that does not exist
 
 
@@ -218,8 +218,8 @@ def test_non_member_sees_their_own_project_and_nothing_of_p(
     assert "project-q" in fleet and "project-p" not in fleet
     history = client.get("/history").text
     assert "secret_q_field" in history and "project-p" not in history
-    stream = client.get(f"/runs/{built.finished_run}/logs").text
-    assert "first line" not in stream and '"status": null' in stream
+    stream = client.get(f"/runs/{built.finished_run}/logs")
+    assert stream.status_code == 404 and "first line" not in stream.text
 
 
 def test_a_member_of_p_does_not_see_q_in_the_history(
@@ -693,3 +693,144 @@ def test_the_sign_in_page_tells_a_stranger_nothing_about_the_database(
     client.cookies.clear()
     page = client.get("/login").text
     assert "127.0.0.1" not in page and "dbname" not in page and "ops_test" not in page
+
+
+# -- hostile input, sessions of users that do not exist, live-log streams -------------------
+
+
+@pytest.mark.parametrize(
+    "path",
+    ["/?q=a%00b", "/?after=%00", "/?before=%00", "/projects/p%00", "/history?before=%00"],
+)
+def test_a_nul_in_the_address_is_a_bad_request_not_a_crash(
+    client: TestClient, world: tuple[str, World], path: str
+) -> None:
+    """PostgreSQL text cannot hold NUL: every route refuses it with a page, never a 500."""
+    _, built = world
+    sign_in(client, built, "owner")
+    response = client.get(path)
+    assert response.status_code == 400, response.text
+    assert "NUL" in response.text and "Traceback" not in response.text
+    assert response.headers["content-security-policy"].startswith("default-src 'none'")
+
+
+def test_a_nul_in_a_form_field_is_refused_and_starts_nothing(
+    client: TestClient, world: tuple[str, World]
+) -> None:
+    url, built = world
+    sign_in(client, built, "owner")
+    before = _count_runs(url)
+    response = _post(client, f"/workflows/{built.workflow}/runs", {"ref": "ma\x00in"})
+    assert response.status_code == 400 and _count_runs(url) == before
+
+
+def test_the_cancel_reason_typed_in_the_form_reaches_the_database(
+    client: TestClient, world: tuple[str, World]
+) -> None:
+    """The guard reads the form (CSRF) before the route does: the route must still see it."""
+    url, built = world
+    run = _fresh_queued(url, built)
+    sign_in(client, built, "owner")
+    response = _post(client, f"/runs/{run}/cancel", {"reason": "wrong branch"})
+    assert response.status_code == 303, response.text
+    with psycopg.connect(url) as conn:
+        messages = [r[0] for r in conn.execute(
+            "select message from ops.run_events where run_id = %s", (run,)
+        )]  # fmt: skip
+    assert any(m.endswith(": wrong branch") for m in messages), messages
+
+
+def _signed(sub: uuid.UUID) -> str:
+    claims = {"sub": str(sub), "aud": "authenticated", "exp": int(time.time()) + 600}
+    return jwt.encode(claims, SECRET, "HS256")
+
+
+def test_a_valid_token_of_no_user_opens_nothing(client: TestClient) -> None:
+    """Signed with the right secret, but its subject was never a user: no session at all."""
+    ghost = _signed(uuid.uuid4())
+    client.cookies.clear()
+    refused = client.post("/login", data={"token": ghost})
+    assert refused.status_code == 401 and COOKIE not in refused.headers.get("set-cookie", "")
+    client.cookies.set(COOKIE, ghost)
+    page = client.get("/")
+    assert page.status_code == 303 and page.headers["location"] == "/login"
+    assert f'{COOKIE}=""' in page.headers["set-cookie"]  # the cookie is cleared
+
+
+def test_a_deleted_users_session_ends_at_once(client: TestClient, world: tuple[str, World]) -> None:
+    url, built = world
+    with psycopg.connect(url, autocommit=True) as conn:
+        doomed = make_user(conn, "doomed@example.com")
+        conn.execute(
+            "insert into ops.project_memberships (project_id, user_id, role) "
+            "values (%s, %s, 'owner')",
+            (built.project, doomed),
+        )
+        client.cookies.clear()
+        client.cookies.set(COOKIE, _signed(doomed))
+        assert client.get("/projects/project-p").status_code == 200
+        csrf = csrf_of(client, "/projects/project-p")
+        conn.execute("delete from auth.users where id = %s", (doomed,))
+    assert client.get("/projects/project-p").status_code == 303
+    client.cookies.set(COOKIE, _signed(doomed))
+    before = _count_runs(url)
+    started = client.post(f"/workflows/{built.workflow}/runs", data={"csrf": csrf})
+    assert started.status_code == 401 and _count_runs(url) == before
+    assert client.get(f"/runs/{built.finished_run}/logs").status_code == 303
+
+
+@pytest.mark.parametrize("persona", ["non-member", "signed-out"])
+def test_the_live_log_of_a_run_one_cannot_see_is_not_found(
+    client: TestClient, world: tuple[str, World], persona: str
+) -> None:
+    _, built = world
+    sign_in(client, built, persona)
+    response = client.get(f"/runs/{built.queued_run}/logs")
+    assert response.status_code == (303 if persona == "signed-out" else 404)
+    assert "text/event-stream" not in response.headers.get("content-type", "")
+
+
+def test_one_member_holds_a_bounded_number_of_live_logs(world: tuple[str, World]) -> None:
+    """Streams are counted per person: past the limit a new one is refused (429) instead of
+    adding another poller to the pool everyone's pages share; a closed stream frees its place."""
+    url, built = world
+    console = Console(Settings(url, Verifier(secret=SECRET), built.artifacts_dir))
+    with TestClient(console.application(), follow_redirects=False) as own:
+        sign_in(own, built, "owner")
+        path = f"/runs/{built.queued_run}/logs"
+        console.streams[built.users["owner"]] = STREAMS_PER_MEMBER
+        refused = own.get(path)
+        assert refused.status_code == 429 and "at most" in refused.text
+        sign_in(own, built, "admin")  # another person's streams are theirs
+        assert own.get(f"/runs/{built.finished_run}/logs").status_code == 200
+        sign_in(own, built, "owner")
+        console.streams[built.users["owner"]] = STREAMS_PER_MEMBER - 1
+        finished = own.get(f"/runs/{built.finished_run}/logs")  # ends: the run is over
+        assert finished.status_code == 200 and "first line" in finished.text
+        assert console.streams[built.users["owner"]] == STREAMS_PER_MEMBER - 1  # freed
+        assert built.users["admin"] not in console.streams
+
+
+def test_the_sign_in_page_sends_a_signed_in_member_to_the_fleet(
+    client: TestClient, world: tuple[str, World]
+) -> None:
+    _, built = world
+    sign_in(client, built, "viewer")
+    response = client.get("/login")
+    assert response.status_code == 303 and response.headers["location"] == "/"
+
+
+def test_joined_lists_lose_controls_like_every_other_value(
+    client: TestClient, world: tuple[str, World]
+) -> None:
+    url, built = world
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute(
+            "insert into ops.upgrade_advisories (advisory_key, from_version, to_version, "
+            "severity, title, description, affects_modules) values ('q13-bidi', '17.0', '18.0',"
+            " 'low', 't', 'd', %s)",
+            (["sale\u202eevil", "<b>stock</b>"],),
+        )
+    sign_in(client, built, "viewer")
+    page = client.get("/projects/project-p").text
+    assert "\u202e" not in page and "<b>stock" not in page and "&lt;b&gt;stock" in page

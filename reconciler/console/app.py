@@ -40,7 +40,7 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from reconciler.console.identity import InvalidToken, Member, Verifier, csrf_ok, csrf_token
-from reconciler.console.store import Session, Store
+from reconciler.console.store import Session, Store, UnknownUser
 from reconciler.console.text import clean, like_pattern
 
 COOKIE = "ops_console_session"
@@ -54,6 +54,7 @@ OPERATORS = ("owner", "admin", "developer")
 PACKAGE = Path(__file__).parent
 PUBLIC = ("/login", "/logout", "/static/")
 MAX_FORM_BYTES = 64 * 1024
+STREAMS_PER_MEMBER = 10  # live-log streams one person may hold open at once (tabs of runs)
 SECURITY_HEADERS = {
     "content-security-policy": (
         "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; "
@@ -80,6 +81,9 @@ class NotFound(Exception):
     pass
 
 
+UNKNOWN_USER = "the token's user does not exist (any more); ask an operator for a new token"
+
+
 class Console:
     """The routes and what they share: the store, the verifier, the templates, the CSRF key."""
 
@@ -95,6 +99,9 @@ class Console:
         )
         self.templates.filters["short"] = lambda sha: (sha or "")[:12]
         self.templates.filters["when"] = _when
+        # join's items are escaped but never reach finalize: clean them as every other value.
+        self.templates.filters["join"] = _join
+        self.streams: dict[uuid.UUID, int] = {}
 
     # -- plumbing ---------------------------------------------------------------------------
 
@@ -122,9 +129,16 @@ class Console:
             path="/",
         )
 
+    def clear_session(self, response: Response) -> None:
+        response.delete_cookie(
+            COOKIE, path="/", httponly=True, samesite="strict", secure=self.settings.secure_cookies
+        )
+
     # -- sign in and out --------------------------------------------------------------------
 
     async def login_form(self, request: Request) -> Response:
+        if request.state.member is not None:
+            return RedirectResponse("/", status_code=303)
         return self.page(request, "login.html", problem=None)
 
     async def login(self, request: Request) -> Response:
@@ -134,15 +148,18 @@ class Console:
             member = self.settings.verifier.verify(token)
         except InvalidToken as exc:
             return self.page(request, "login.html", status=401, problem=str(exc))
+        try:
+            async with self.store.as_member(member):
+                pass
+        except UnknownUser:
+            return self.page(request, "login.html", status=401, problem=UNKNOWN_USER)
         response = RedirectResponse("/", status_code=303)
         self.set_session(response, member)
         return response
 
     async def logout(self, request: Request) -> Response:
         response = RedirectResponse("/login", status_code=303)
-        response.delete_cookie(
-            COOKIE, path="/", httponly=True, samesite="strict", secure=self.settings.secure_cookies
-        )
+        self.clear_session(response)
         return response
 
     # -- pages ------------------------------------------------------------------------------
@@ -254,6 +271,13 @@ class Console:
         start = request.headers.get("last-event-id") or request.query_params.get("after")
         after: Any = _timestamp(start) or "-infinity"
         member: Member = request.state.member
+        async with self.store.as_member(member) as db:
+            if await db.one("console_run_status", {"run_id": run_id}) is None:
+                raise NotFound("no such run")
+        if self.streams.get(member.user_id, 0) >= STREAMS_PER_MEMBER:
+            return self.error(
+                request, 429, f"at most {STREAMS_PER_MEMBER} live logs at once; close a run's page"
+            )
         return StreamingResponse(
             self._log_events(member, run_id, after),
             media_type="text/event-stream",
@@ -263,6 +287,27 @@ class Console:
     async def _log_events(
         self, member: Member, run_id: uuid.UUID, after: Any
     ) -> AsyncIterator[str]:
+        """The run's new lines until it ends, counted against the member's open streams (a
+        client that opens more than its share is ended at once, so no one person's streams
+        crowd out everyone's pages)."""
+        held = self.streams.get(member.user_id, 0)
+        if held >= STREAMS_PER_MEMBER:
+            yield _sse("end", {"status": "too-many-streams"})
+            return
+        self.streams[member.user_id] = held + 1
+        try:
+            async for event in self._follow(member, run_id, after):
+                yield event
+        except UnknownUser:
+            yield _sse("end", {"status": "signed-out"})
+        finally:
+            left = self.streams.get(member.user_id, 1) - 1
+            if left > 0:
+                self.streams[member.user_id] = left
+            else:
+                self.streams.pop(member.user_id, None)
+
+    async def _follow(self, member: Member, run_id: uuid.UUID, after: Any) -> AsyncIterator[str]:
         deadline = min(float(member.expires_at), time.time() + STREAM_MAX_S)
         while time.time() < deadline:
             async with self.store.as_member(member) as db:
@@ -367,12 +412,32 @@ class Console:
         async def unavailable(request: Request, exc: Exception) -> Response:
             return self.error(request, 503, "the database is unavailable; try again shortly")
 
+        async def unknown_user(request: Request, exc: Exception) -> Response:
+            request.state.member = None
+            response = (
+                RedirectResponse("/login", status_code=303)
+                if request.method in ("GET", "HEAD")
+                else self.error(request, 401, UNKNOWN_USER)
+            )
+            self.clear_session(response)
+            return response
+
+        async def failed(request: Request, exc: Exception) -> Response:
+            """Anything unforeseen: a page that says so, never a traceback or a setting (the
+            server's log has the details); outside the guard, so the headers are set here."""
+            request.state.member = None
+            response = self.error(request, 500, "something went wrong on our side; try again")
+            response.headers.update(SECURITY_HEADERS)
+            return response
+
         return Starlette(
             routes=routes,
             lifespan=lifespan,
             middleware=[Middleware(BaseHTTPMiddleware, dispatch=self.guard)],
             exception_handlers={
                 NotFound: not_found,
+                UnknownUser: unknown_user,
+                Exception: failed,
                 psycopg.OperationalError: unavailable,
                 PoolTimeout: unavailable,
             },
@@ -394,10 +459,9 @@ class Console:
     ) -> Response:
         request.state.member = None
         unsafe = request.method not in ("GET", "HEAD")
-        if unsafe and not _same_origin(request):
-            return self.error(request, 403, "cross-site request refused")
-        if unsafe and not _small_form(request):
-            return self.error(request, 413, f"a form is at most {MAX_FORM_BYTES} bytes")
+        refused = await self._malformed(request, unsafe)
+        if refused is not None:
+            return refused
         public = any(request.url.path.startswith(prefix) for prefix in PUBLIC)
         member = self._member(request)
         if member is None and not public:
@@ -410,6 +474,16 @@ class Console:
             if not csrf_ok(self.csrf_key, member, str(form.get("csrf") or "")):
                 return self.error(request, 403, "the form has expired or is forged; reload")
         return await call_next(request)
+
+    async def _malformed(self, request: Request, unsafe: bool) -> Response | None:
+        """What no route is shown: a cross-site form, an oversized one, a NUL anywhere."""
+        if unsafe and not _same_origin(request):
+            return self.error(request, 403, "cross-site request refused")
+        if unsafe and not _small_form(request):
+            return self.error(request, 413, f"a form is at most {MAX_FORM_BYTES} bytes")
+        if not await _plain_input(request, unsafe):
+            return self.error(request, 400, "a NUL character in the address or the form")
+        return None
 
     def _member(self, request: Request) -> Member | None:
         token = request.cookies.get(COOKIE)
@@ -435,6 +509,17 @@ def stored_file(artifacts_dir: Path, artifact_url: str) -> Path | None:
     if not path.is_relative_to(root) or not path.is_file():
         return None
     return path
+
+
+async def _plain_input(request: Request, unsafe: bool) -> bool:
+    """No NUL in anything a request hands the database (PostgreSQL text cannot hold one): the
+    path, the query, and a form's fields, refused here once for every route."""
+    texts = [request.url.path, *request.query_params.values()]
+    if unsafe:
+        await request.body()  # cached: the route reads the same form again (see _guarded)
+        form = await request.form()
+        texts += [value for value in form.values() if isinstance(value, str)]
+    return not any("\x00" in text for text in texts)
 
 
 def _small_form(request: Request) -> bool:
@@ -492,6 +577,10 @@ def _timestamp(text: str | None) -> datetime | None:
         return datetime.fromisoformat(text)
     except ValueError:
         return None
+
+
+def _join(values: Any, separator: str = ", ") -> str:
+    return separator.join(clean(str(value)) for value in values or ())
 
 
 def _when(value: datetime | None) -> str:
