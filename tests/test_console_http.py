@@ -19,6 +19,7 @@ from typing import Any
 import jwt
 import psycopg
 import pytest
+from starlette.routing import Route
 from starlette.testclient import TestClient
 
 from reconciler.console.app import COOKIE, STREAMS_PER_MEMBER, Console, Settings, create_app
@@ -622,6 +623,53 @@ def test_tokens_signed_by_the_jwks_keys_sign_in(
         assert plain_client.get("/").status_code == 303  # no JWKS configured: not accepted
 
 
+def _hmac_forged(claims: dict[str, Any], secret: bytes, alg: str, kid: str) -> str:
+    """A token signed with HMAC under any bytes (PyJWT refuses a PEM as an HMAC key itself)."""
+    import base64  # noqa: PLC0415
+    import hashlib  # noqa: PLC0415
+    import hmac  # noqa: PLC0415
+    import json  # noqa: PLC0415
+
+    def part(value: Any) -> str:
+        raw = value if isinstance(value, bytes) else json.dumps(value).encode()
+        return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
+
+    head = f"{part({'alg': alg, 'typ': 'JWT', 'kid': kid})}.{part(claims)}"
+    return f"{head}.{part(hmac.new(secret, head.encode(), hashlib.sha256).digest())}"
+
+
+def test_the_jwks_public_key_does_not_sign_as_an_hmac_secret(
+    world: tuple[str, World], jwks: tuple[str, Any]
+) -> None:
+    """HS/RS confusion: anyone can fetch the public key; an HS256 token signed with it (as PEM,
+    or with the JWK's modulus), or one claiming RS256 with an HMAC signature, is no session."""
+    from cryptography.hazmat.primitives import serialization  # noqa: PLC0415
+
+    url, built = world
+    jwks_url, key = jwks
+    pem = key.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    claims = {
+        "sub": str(built.users["owner"]),
+        "aud": "authenticated",
+        "exp": int(time.time()) + 600,
+    }
+    forged = [
+        _hmac_forged(claims, pem, "HS256", "k1"),
+        _hmac_forged(claims, pem, "RS256", "k1"),
+        _hmac_forged(claims, b"", "HS256", "k1"),
+        jwt.encode(claims, key, "RS256", headers={"kid": "unknown"}),
+    ]
+    settings = Settings(url, Verifier(secret=SECRET, jwks_url=jwks_url), built.artifacts_dir)
+    with TestClient(create_app(settings), follow_redirects=False) as jwks_client:
+        for token in forged:
+            jwks_client.cookies.set(COOKIE, token)
+            assert jwks_client.get("/").status_code == 303
+            jwks_client.cookies.clear()
+            assert jwks_client.post("/login", data={"token": token}).status_code == 401
+
+
 # -- `reconcile console token` ------------------------------------------------------------------
 
 
@@ -685,6 +733,58 @@ def test_requests_run_as_the_authenticated_role_and_sign_out_needs_no_session(
     client.cookies.clear()
     response = client.post("/logout")
     assert response.status_code == 303 and response.headers["location"] == "/login"
+
+
+def test_no_page_tells_a_member_where_the_database_is(
+    world: tuple[str, World], tmp_path: Path
+) -> None:
+    """Members are not trusted: the database's user, host and name are the operator's (printed
+    when `reconcile console` starts), not shown on any page, error pages included."""
+    import os  # noqa: PLC0415
+    import socket  # noqa: PLC0415
+    import subprocess  # noqa: PLC0415
+    import sys  # noqa: PLC0415
+    import urllib.error  # noqa: PLC0415
+    import urllib.request  # noqa: PLC0415
+
+    url, built = world
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    env = {**os.environ, "DATABASE_URL": url, "RECONCILE_CONSOLE_JWT_SECRET": SECRET.decode(),
+           "RECONCILE_STATE_DIR": str(tmp_path / "state")}  # fmt: skip
+    server = subprocess.Popen(
+        [sys.executable, "-m", "reconciler", "console", "--port", str(port)],
+        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    cookie = f"{COOKIE}={mint(SECRET, built.users['owner'], 'owner@example.com', 600)}"
+
+    def fetch(path: str) -> str:
+        request = urllib.request.Request(f"http://127.0.0.1:{port}{path}")
+        request.add_header("cookie", cookie)
+        try:
+            with urllib.request.urlopen(request, timeout=10) as answer:  # noqa: S310
+                return str(answer.read().decode())
+        except urllib.error.HTTPError as refused:
+            return str(refused.read().decode())
+
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                assert "project-p" in fetch("/")
+                break
+            except OSError:
+                assert server.poll() is None and time.monotonic() < deadline, "no console"
+                time.sleep(0.2)
+        dbname = url.split("dbname=")[1].split()[0]
+        for path in ("/", "/projects/project-p", f"/runs/{built.finished_run}", "/history",
+                     "/projects/nope", "/?q=%00"):  # fmt: skip
+            page = fetch(path)
+            assert dbname not in page and "127.0.0.1" not in page and "postgres@" not in page
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
 
 
 def test_the_sign_in_page_tells_a_stranger_nothing_about_the_database(
@@ -834,3 +934,24 @@ def test_joined_lists_lose_controls_like_every_other_value(
     sign_in(client, built, "viewer")
     page = client.get("/projects/project-p").text
     assert "\u202e" not in page and "<b>stock" not in page and "&lt;b&gt;stock" in page
+
+
+def test_an_unforeseen_error_is_a_page_without_details(world: tuple[str, World]) -> None:
+    """Whatever breaks, the answer is the console's 500 page with its headers: no traceback, no
+    database URL, no exception text."""
+    url, built = world
+    app = Console(Settings(url, Verifier(secret=SECRET), built.artifacts_dir)).application()
+
+    async def broken(_request: Any) -> Any:
+        raise RuntimeError(f"cannot reach {url} password=hunter2")
+
+    app.router.routes.append(Route("/broken", broken))
+    with TestClient(app, follow_redirects=False, raise_server_exceptions=False) as own:
+        sign_in(own, built, "viewer")
+        response = own.get("/broken")
+    assert response.status_code == 500
+    assert "hunter2" not in response.text and "Traceback" not in response.text
+    assert "dbname" not in response.text and "RuntimeError" not in response.text
+    assert response.headers["content-type"].startswith("text/html")
+    assert response.headers["x-frame-options"] == "DENY"
+    assert response.headers["cache-control"] == "no-store"

@@ -42,7 +42,6 @@ def serve(url: str | None, lock_timeout_s: float, options: ServeOptions, out: Ec
             verifier=verifier,
             artifacts_dir=options.artifacts_dir,
             secure_cookies=options.secure_cookies,
-            database=target.description,
         )
         out(
             f"console: http://{options.host}:{options.port}/ on {target.description} "

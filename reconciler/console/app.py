@@ -74,7 +74,6 @@ class Settings:
     verifier: Verifier
     artifacts_dir: Path
     secure_cookies: bool = False
-    database: str = ""
 
 
 class NotFound(Exception):
@@ -110,7 +109,6 @@ class Console:
         html = self.templates.get_template(name).render(
             member=member,
             csrf=csrf_token(self.csrf_key, member) if member else "",
-            database=self.settings.database,
             **context,
         )
         return HTMLResponse(html, status_code=status)
