@@ -324,6 +324,8 @@ class Worker:
             if not matches:
                 return 1, f"artifact pattern {pattern!r} matched no file"
             for path in matches:
+                if escape := _outside(workdir, Path(path)):
+                    return 1, escape
                 answer = self._store(claim, workdir, Path(path))
                 if not answer.get("ok"):
                     return 1, f"artifact {path}: {answer.get('error')}"
@@ -335,7 +337,7 @@ class Worker:
         target = self.options.artifacts_dir / key
         target.parent.mkdir(parents=True, exist_ok=True)
         digest = hashlib.sha256()
-        with path.open("rb") as source, target.open("wb") as sink:
+        with open(path, "rb", opener=_no_follow) as source, target.open("wb") as sink:
             while chunk := source.read(1 << 20):
                 digest.update(chunk)
                 sink.write(chunk)
@@ -503,6 +505,23 @@ def _drain(items: queue.Queue[Any], *, block: bool, timeout: float | None = None
             found.append(items.get_nowait())
         except queue.Empty:
             return found
+
+
+def _outside(workdir: Path, path: Path) -> str | None:
+    """Why a matched file cannot be an artifact: a symbolic link, or a path through one, would
+    copy whatever the worker can read (its secrets, another project's artifacts) into this
+    run's downloads. An artifact is a file the steps wrote inside the run's directory."""
+    relative = path.relative_to(workdir).as_posix()
+    if path.is_symlink() or not path.resolve().is_relative_to(workdir.resolve()):
+        return (
+            f"artifact {relative} is a symbolic link or lies outside the run's directory; "
+            "copy the file into the workspace instead"
+        )
+    return None
+
+
+def _no_follow(name: str, flags: int) -> int:
+    return os.open(name, flags | os.O_NOFOLLOW)
 
 
 def _signal_group(process: subprocess.Popen[bytes], number: int) -> None:
