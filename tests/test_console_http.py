@@ -955,3 +955,27 @@ def test_an_unforeseen_error_is_a_page_without_details(world: tuple[str, World])
     assert response.headers["content-type"].startswith("text/html")
     assert response.headers["x-frame-options"] == "DENY"
     assert response.headers["cache-control"] == "no-store"
+
+
+def test_behind_https_the_session_cookie_cannot_be_planted_by_a_sibling_host(
+    world: tuple[str, World],
+) -> None:
+    """With --secure-cookies the cookie is `__Host-` (Secure, host-only, Path=/): a subdomain
+    cannot set it, so a session cannot be fixated; the plain name is not read at all."""
+    url, built = world
+    settings = Settings(url, Verifier(secret=SECRET), built.artifacts_dir, secure_cookies=True)
+    token = mint(SECRET, built.users["owner"], "owner@example.com", 600)
+    with TestClient(
+        create_app(settings), base_url="https://testserver", follow_redirects=False
+    ) as own:
+        signed = own.post("/login", data={"token": token})
+        cookie = signed.headers["set-cookie"]
+        assert cookie.startswith(f"__Host-{COOKIE}=") and "Secure" in cookie
+        assert "Path=/" in cookie and "Domain" not in cookie
+        assert "strict-transport-security" in signed.headers
+        own.cookies.clear()
+        own.cookies.set(COOKIE, token)  # what a sibling host could have planted
+        assert own.get("/").status_code == 303
+        own.cookies.clear()
+        own.cookies.set(f"__Host-{COOKIE}", token)
+        assert own.get("/").status_code == 200

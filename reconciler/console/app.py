@@ -90,6 +90,9 @@ class Console:
         self.settings = settings
         self.store = Store(settings.conninfo)
         self.csrf_key = secrets.token_bytes(32)
+        # Behind HTTPS the cookie is __Host-: a sibling subdomain cannot plant (fixate) or
+        # shadow a session in it, since browsers accept that name only Secure, host-only, Path=/.
+        self.cookie = f"__Host-{COOKIE}" if settings.secure_cookies else COOKIE
         self.templates = jinja2.Environment(
             loader=jinja2.PackageLoader("reconciler.console", "templates"),
             autoescape=True,
@@ -118,7 +121,7 @@ class Console:
 
     def set_session(self, response: Response, member: Member) -> None:
         response.set_cookie(
-            COOKIE,
+            self.cookie,
             member.token,
             max_age=max(0, member.expires_at - int(time.time())),
             httponly=True,
@@ -129,7 +132,11 @@ class Console:
 
     def clear_session(self, response: Response) -> None:
         response.delete_cookie(
-            COOKIE, path="/", httponly=True, samesite="strict", secure=self.settings.secure_cookies
+            self.cookie,
+            path="/",
+            httponly=True,
+            samesite="strict",
+            secure=self.settings.secure_cookies,
         )
 
     # -- sign in and out --------------------------------------------------------------------
@@ -484,7 +491,7 @@ class Console:
         return None
 
     def _member(self, request: Request) -> Member | None:
-        token = request.cookies.get(COOKIE)
+        token = request.cookies.get(self.cookie)
         if not token:
             return None
         try:
