@@ -979,3 +979,29 @@ def test_behind_https_the_session_cookie_cannot_be_planted_by_a_sibling_host(
         own.cookies.clear()
         own.cookies.set(f"__Host-{COOKIE}", token)
         assert own.get("/").status_code == 200
+
+
+def test_a_finished_runs_long_log_is_shown_in_pages_not_cut(
+    client: TestClient, world: tuple[str, World]
+) -> None:
+    """A run page shows 2,000 lines at a time: past that, a link to the next ones (a finished run
+    has no live stream to bring them), so no line of a long log is out of reach."""
+    url, built = world
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute(
+            "insert into ops.run_logs (run_id, log_level, message, timestamp) "
+            "select %s, 'info', 'bulk-' || g, clock_timestamp() + g * interval '1 ms' "
+            "from generate_series(1, 2100) g",
+            (built.finished_run,),
+        )
+    sign_in(client, built, "viewer")
+    seen: list[str] = []
+    page = client.get(f"/runs/{built.finished_run}").text
+    for _ in range(5):
+        seen += re.findall(r"info (bulk-\d+|first line)\n", page)
+        found = re.search(r'id="more-logs" href="([^"]+)"', page)
+        if not found:
+            break
+        page = client.get(found.group(1).replace("&amp;", "&")).text
+    assert seen[0] == "first line" and len(seen) == 2101
+    assert seen[1:] == [f"bulk-{n}" for n in range(1, 2101)]

@@ -220,6 +220,7 @@ class Console:
 
     async def run(self, request: Request) -> Response:
         run_id = _uuid(request.path_params["run_id"])
+        after = _timestamp(request.query_params.get("after"))
         async with self.store.as_member(request.state.member) as db:
             row = await db.one("console_run", {"run_id": run_id})
             if row is None:
@@ -227,7 +228,8 @@ class Console:
             events = await db.all("console_run_events", {"run_id": run_id})
             artifacts = await db.all("console_run_artifacts", {"run_id": run_id})
             lines = await db.all(
-                "console_logs_after", {"run_id": run_id, "after": "-infinity", "limit": LOG_BATCH}
+                "console_logs_after",
+                {"run_id": run_id, "after": after or "-infinity", "limit": LOG_BATCH},
             )
         return self.page(
             request,
@@ -238,7 +240,9 @@ class Console:
             events=events,
             artifacts=artifacts,
             lines=lines,
-            cursor=lines[-1][0].isoformat() if lines else "",
+            cursor=lines[-1][0].isoformat() if lines else (after.isoformat() if after else ""),
+            paged=after is not None,
+            more=len(lines) == LOG_BATCH,
         )
 
     async def history(self, request: Request) -> Response:
