@@ -1005,3 +1005,31 @@ def test_a_finished_runs_long_log_is_shown_in_pages_not_cut(
         page = client.get(found.group(1).replace("&amp;", "&")).text
     assert seen[0] == "first line" and len(seen) == 2101
     assert seen[1:] == [f"bulk-{n}" for n in range(1, 2101)]
+
+
+@pytest.mark.parametrize(
+    ("headers", "accepted"),
+    [
+        ({"sec-fetch-site": "same-origin", "origin": "https://testserver"}, True),
+        ({"origin": "https://testserver"}, True),  # a browser without Sec-Fetch-*
+        ({"origin": "https://evil.example"}, False),
+        ({"sec-fetch-site": "cross-site", "origin": "https://testserver"}, False),
+        ({"sec-fetch-site": "same-site", "origin": "https://app.testserver"}, False),
+    ],
+)
+def test_behind_a_tls_proxy_the_consoles_own_forms_work_and_others_do_not(
+    world: tuple[str, World], headers: dict[str, str], accepted: bool
+) -> None:
+    """--secure-cookies: browsers see https://HOST, the console is spoken to over http by the
+    proxy. Its own pages' forms must pass the origin check; other sites' must not."""
+    url, built = world
+    settings = Settings(url, Verifier(secret=SECRET), built.artifacts_dir, secure_cookies=True)
+    run = _fresh_queued(url, built)
+    with TestClient(create_app(settings), follow_redirects=False) as own:
+        own.cookies.set(
+            f"__Host-{COOKIE}", mint(SECRET, built.users["owner"], "owner@example.com", 600)
+        )
+        csrf = csrf_of(own)
+        response = own.post(f"/runs/{run}/cancel", data={"csrf": csrf}, headers=headers)
+    assert (response.status_code == 303) == accepted, response.text
+    assert _status(url, run) == ("canceled" if accepted else "queued")

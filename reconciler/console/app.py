@@ -486,7 +486,7 @@ class Console:
 
     async def _malformed(self, request: Request, unsafe: bool) -> Response | None:
         """What no route is shown: a cross-site form, an oversized one, a NUL anywhere."""
-        if unsafe and not _same_origin(request):
+        if unsafe and not _same_origin(request, self.settings.secure_cookies):
             return self.error(request, 403, "cross-site request refused")
         if unsafe and not _small_form(request):
             return self.error(request, 413, f"a form is at most {MAX_FORM_BYTES} bytes")
@@ -537,17 +537,20 @@ def _small_form(request: Request) -> bool:
     return length.isdigit() and int(length) <= MAX_FORM_BYTES
 
 
-def _same_origin(request: Request) -> bool:
+def _same_origin(request: Request, secure: bool) -> bool:
     """A state-changing request must come from the console's own pages: browsers say where a
-    request comes from (Sec-Fetch-Site, Origin); a cross-site form or fetch is refused even
-    before its CSRF token is looked at."""
+    request comes from (Sec-Fetch-Site, else Origin); a cross-site form or fetch is refused
+    even before its CSRF token is looked at. Behind a TLS-terminating proxy (--secure-cookies)
+    the page's origin is https while the console itself is spoken to over http."""
     site = request.headers.get("sec-fetch-site")
-    if site in ("cross-site", "same-site"):
-        return False
+    if site is not None:
+        return site in ("same-origin", "none")
     origin = request.headers.get("origin")
-    if origin is None or (origin == "null" and site == "same-origin"):
-        return True
-    return origin == f"{request.url.scheme}://{request.headers.get('host', '')}"
+    if origin is None:
+        return True  # not a browser's cross-site request (the CSRF token is still required)
+    host = request.headers.get("host", "")
+    schemes = {request.url.scheme, "https"} if secure else {request.url.scheme}
+    return origin in {f"{scheme}://{host}" for scheme in schemes}
 
 
 def _fleet_row(row: tuple[Any, ...]) -> dict[str, Any]:
