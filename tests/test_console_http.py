@@ -1033,3 +1033,20 @@ def test_behind_a_tls_proxy_the_consoles_own_forms_work_and_others_do_not(
         response = own.post(f"/runs/{run}/cancel", data={"csrf": csrf}, headers=headers)
     assert (response.status_code == 303) == accepted, response.text
     assert _status(url, run) == ("canceled" if accepted else "queued")
+
+
+def test_a_port_in_use_is_one_line_and_exit_1(world: tuple[str, World], tmp_path: Path) -> None:
+    import socket  # noqa: PLC0415
+
+    url, _ = world
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        env = {"DATABASE_URL": url, "RECONCILE_STATE_DIR": str(tmp_path / "state")}
+        refused = reconcile("console", "--port", str(port), env=env)
+    assert refused.code == 1 and refused.stdout == ""
+    assert refused.stderr == (
+        f"error: cannot listen on 127.0.0.1:{port}: Address already in use "
+        "(choose another --port, or a --host of this machine)\n"
+    )
