@@ -3,9 +3,10 @@
 -- ops.console_user_exists tells the console, on every request, whether the token's subject is
 -- a user in auth.users, so such a token opens nothing: not a page, not an empty fleet.
 -- It is `security definer` because auth.users is not readable by `authenticated` (and must not
--- be); it answers only yes or no for one id the caller already holds, and is executable by
--- every role because the console calls it in the statement that switches to `authenticated`
--- (privileges are checked as the console's own login, whatever its name).
+-- be); it answers only yes or no for one id the caller already holds. The console calls it in
+-- the statement that switches to `authenticated`, so the privilege is checked as the console's
+-- own login: a login that may `set role authenticated` is a member of it and inherits the
+-- grant (a superuser needs none). `anon` (Supabase's signed-out API role) may not call it.
 
 create function ops.console_user_exists(p_user_id uuid)
 returns boolean
@@ -16,3 +17,6 @@ set search_path = ''
 as $$
   select exists (select from auth.users u where u.id = p_user_id);
 $$;
+
+revoke execute on function ops.console_user_exists(uuid) from public;
+grant execute on function ops.console_user_exists(uuid) to authenticated, service_role;
