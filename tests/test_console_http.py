@@ -1050,3 +1050,20 @@ def test_a_port_in_use_is_one_line_and_exit_1(world: tuple[str, World], tmp_path
         f"error: cannot listen on 127.0.0.1:{port}: Address already in use "
         "(choose another --port, or a --host of this machine)\n"
     )
+
+
+@pytest.mark.parametrize("command", [["console", "token", "--email", "owner@example.com"],
+                                     ["console", "--port", "1"]])  # fmt: skip
+def test_a_guessable_secret_is_refused_before_anything_is_signed_or_served(
+    world: tuple[str, World], tmp_path: Path, command: list[str]
+) -> None:
+    """HS256 under a short secret can be found offline from any one token it signed."""
+    url, _ = world
+    env = {
+        "DATABASE_URL": url,
+        "RECONCILE_CONSOLE_JWT_SECRET": "hunter2",
+        "RECONCILE_STATE_DIR": str(tmp_path / "state"),
+    }
+    refused = reconcile(*command, env=env)
+    assert refused.code == 1 and refused.stdout == "" and refused.stderr.count("\n") == 1
+    assert "needs at least 32" in refused.stderr and "hunter2" not in refused.stderr
