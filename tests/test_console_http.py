@@ -1067,3 +1067,26 @@ def test_a_guessable_secret_is_refused_before_anything_is_signed_or_served(
     refused = reconcile(*command, env=env)
     assert refused.code == 1 and refused.stdout == "" and refused.stderr.count("\n") == 1
     assert "needs at least 32" in refused.stderr and "hunter2" not in refused.stderr
+
+
+def test_a_head_request_for_a_live_log_holds_no_stream(
+    client: TestClient, world: tuple[str, World]
+) -> None:
+    """HEAD gets the headers only: a stream started for it would poll the database for an hour
+    for nobody (the run is queued: its stream would never end by itself)."""
+    import threading  # noqa: PLC0415
+
+    _, built = world
+    sign_in(client, built, "owner")
+    answers: list[Any] = []
+
+    def heads() -> None:
+        for _ in range(STREAMS_PER_MEMBER + 2):
+            answers.append(client.head(f"/runs/{built.queued_run}/logs"))
+
+    asking = threading.Thread(target=heads, daemon=True)  # a held stream would never return
+    asking.start()
+    asking.join(timeout=30)
+    assert not asking.is_alive(), "a HEAD request is still streaming"
+    assert all(a.status_code == 200 and a.content == b"" for a in answers)
+    assert client.get(f"/runs/{built.finished_run}/logs").status_code == 200

@@ -283,6 +283,8 @@ class Console:
         async with self.store.as_member(member) as db:
             if await db.one("console_run_status", {"run_id": run_id}) is None:
                 raise NotFound("no such run")
+        if request.method == "HEAD":  # headers only: no stream to hold open for nobody
+            return Response(media_type="text/event-stream")
         if self.streams.get(member.user_id, 0) >= STREAMS_PER_MEMBER:
             return self.error(
                 request, 429, f"at most {STREAMS_PER_MEMBER} live logs at once; close a run's page"
