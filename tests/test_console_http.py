@@ -1090,3 +1090,13 @@ def test_a_head_request_for_a_live_log_holds_no_stream(
     assert not asking.is_alive(), "a HEAD request is still streaming"
     assert all(a.status_code == 200 and a.content == b"" for a in answers)
     assert client.get(f"/runs/{built.finished_run}/logs").status_code == 200
+
+
+def test_a_not_found_page_does_not_echo_the_address(
+    client: TestClient, world: tuple[str, World]
+) -> None:
+    """A link's author cannot put their words on the console's own page (phishing text)."""
+    _, built = world
+    sign_in(client, built, "viewer")
+    page = client.get("/projects/Your%20session%20expired%3A%20sign%20in%20at%20evil.example")
+    assert page.status_code == 404 and "evil.example" not in page.text

@@ -198,7 +198,7 @@ class Console:
         async with self.store.as_member(request.state.member) as db:
             row = await db.one("console_project", {"slug": slug})
             if row is None:
-                raise NotFound(f"no project {slug}")
+                raise NotFound("no such project")  # not the address: no words of a link's author
             project_id, version = row[0], row[4]
             workflows = await db.all("console_workflows", {"project_id": project_id})
             members = await db.all("console_members", {"project_id": project_id})
