@@ -118,7 +118,7 @@ class GitTree:
         items: Iterable[Any] = tree_any.traverse(prune=_hidden_folder)
         for item in items:
             if item.type == "blob" and item.name.endswith((".yaml", ".yml")):
-                relative = posixpath.relpath(item.path, self.prefix or ".")
+                relative = item.path[len(self.prefix) + 1 :] if self.prefix else item.path
                 try:
                     sha = self._regular(item)
                 except Refused as refused:
