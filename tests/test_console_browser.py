@@ -17,6 +17,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -114,7 +115,11 @@ def stack(module_db_url: str, tmp_path_factory: pytest.TempPathFactory) -> Itera
     }
     applied = reconcile("apply", "-C", str(EXAMPLES), "--yes", env=env)
     assert applied.code == 0, applied.stderr
-    release = work / "release"
+    # Steps run sandboxed as an unprivileged user (the worker as root drops to `nobody`), who
+    # cannot enter pytest's private temporary folders: the release flag lives where it can.
+    flags = Path(tempfile.mkdtemp(prefix="console-browser-release-"))
+    flags.chmod(0o755)
+    release = flags / "release"
     with psycopg.connect(module_db_url, autocommit=True) as conn:
         conn.execute(
             "update ops.workflows set config = %s where name = 'build-main' and project_id = "
@@ -157,6 +162,7 @@ def stack(module_db_url: str, tmp_path_factory: pytest.TempPathFactory) -> Itera
                 process.wait(timeout=30)
             except subprocess.TimeoutExpired:
                 process.kill()
+        shutil.rmtree(flags, ignore_errors=True)
 
 
 @pytest.fixture(scope="module")

@@ -19,9 +19,10 @@ from typing import Any
 import jwt
 import psycopg
 import pytest
+from starlette.routing import Route
 from starlette.testclient import TestClient
 
-from reconciler.console.app import COOKIE, Settings, create_app
+from reconciler.console.app import COOKIE, STREAMS_PER_MEMBER, Console, Settings, create_app
 from reconciler.console.identity import Verifier, mint
 from reconciler.console.text import clean
 from tests.cli import reconcile
@@ -205,7 +206,7 @@ def test_page_per_persona(
         return
     sees = response.status_code == 200 and MARKERS[page] in response.text
     assert sees == (persona in MEMBERS), (page, persona, response.status_code)
-    if persona == "non-member" and page not in ("fleet", "history", "logs"):
+    if persona == "non-member" and page not in ("fleet", "history"):
         assert response.status_code == 404  # the same answer as for an id that does not exist
 
 
@@ -218,8 +219,8 @@ def test_non_member_sees_their_own_project_and_nothing_of_p(
     assert "project-q" in fleet and "project-p" not in fleet
     history = client.get("/history").text
     assert "secret_q_field" in history and "project-p" not in history
-    stream = client.get(f"/runs/{built.finished_run}/logs").text
-    assert "first line" not in stream and '"status": null' in stream
+    stream = client.get(f"/runs/{built.finished_run}/logs")
+    assert stream.status_code == 404 and "first line" not in stream.text
 
 
 def test_a_member_of_p_does_not_see_q_in_the_history(
@@ -622,6 +623,53 @@ def test_tokens_signed_by_the_jwks_keys_sign_in(
         assert plain_client.get("/").status_code == 303  # no JWKS configured: not accepted
 
 
+def _hmac_forged(claims: dict[str, Any], secret: bytes, alg: str, kid: str) -> str:
+    """A token signed with HMAC under any bytes (PyJWT refuses a PEM as an HMAC key itself)."""
+    import base64  # noqa: PLC0415
+    import hashlib  # noqa: PLC0415
+    import hmac  # noqa: PLC0415
+    import json  # noqa: PLC0415
+
+    def part(value: Any) -> str:
+        raw = value if isinstance(value, bytes) else json.dumps(value).encode()
+        return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
+
+    head = f"{part({'alg': alg, 'typ': 'JWT', 'kid': kid})}.{part(claims)}"
+    return f"{head}.{part(hmac.new(secret, head.encode(), hashlib.sha256).digest())}"
+
+
+def test_the_jwks_public_key_does_not_sign_as_an_hmac_secret(
+    world: tuple[str, World], jwks: tuple[str, Any]
+) -> None:
+    """HS/RS confusion: anyone can fetch the public key; an HS256 token signed with it (as PEM,
+    or with the JWK's modulus), or one claiming RS256 with an HMAC signature, is no session."""
+    from cryptography.hazmat.primitives import serialization  # noqa: PLC0415
+
+    url, built = world
+    jwks_url, key = jwks
+    pem = key.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    claims = {
+        "sub": str(built.users["owner"]),
+        "aud": "authenticated",
+        "exp": int(time.time()) + 600,
+    }
+    forged = [
+        _hmac_forged(claims, pem, "HS256", "k1"),
+        _hmac_forged(claims, pem, "RS256", "k1"),
+        _hmac_forged(claims, b"", "HS256", "k1"),
+        jwt.encode(claims, key, "RS256", headers={"kid": "unknown"}),
+    ]
+    settings = Settings(url, Verifier(secret=SECRET, jwks_url=jwks_url), built.artifacts_dir)
+    with TestClient(create_app(settings), follow_redirects=False) as jwks_client:
+        for token in forged:
+            jwks_client.cookies.set(COOKIE, token)
+            assert jwks_client.get("/").status_code == 303
+            jwks_client.cookies.clear()
+            assert jwks_client.post("/login", data={"token": token}).status_code == 401
+
+
 # -- `reconcile console token` ------------------------------------------------------------------
 
 
@@ -687,9 +735,368 @@ def test_requests_run_as_the_authenticated_role_and_sign_out_needs_no_session(
     assert response.status_code == 303 and response.headers["location"] == "/login"
 
 
+def test_no_page_tells_a_member_where_the_database_is(
+    world: tuple[str, World], tmp_path: Path
+) -> None:
+    """Members are not trusted: the database's user, host and name are the operator's (printed
+    when `reconcile console` starts), not shown on any page, error pages included."""
+    import os  # noqa: PLC0415
+    import socket  # noqa: PLC0415
+    import subprocess  # noqa: PLC0415
+    import sys  # noqa: PLC0415
+    import urllib.error  # noqa: PLC0415
+    import urllib.request  # noqa: PLC0415
+
+    url, built = world
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    env = {**os.environ, "DATABASE_URL": url, "RECONCILE_CONSOLE_JWT_SECRET": SECRET.decode(),
+           "RECONCILE_STATE_DIR": str(tmp_path / "state")}  # fmt: skip
+    server = subprocess.Popen(
+        [sys.executable, "-m", "reconciler", "console", "--port", str(port)],
+        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    cookie = f"{COOKIE}={mint(SECRET, built.users['owner'], 'owner@example.com', 600)}"
+
+    def fetch(path: str) -> str:
+        request = urllib.request.Request(f"http://127.0.0.1:{port}{path}")
+        request.add_header("cookie", cookie)
+        try:
+            with urllib.request.urlopen(request, timeout=10) as answer:  # noqa: S310
+                return str(answer.read().decode())
+        except urllib.error.HTTPError as refused:
+            return str(refused.read().decode())
+
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                assert "project-p" in fetch("/")
+                break
+            except OSError:
+                assert server.poll() is None and time.monotonic() < deadline, "no console"
+                time.sleep(0.2)
+        dbname = url.split("dbname=")[1].split()[0]
+        for path in ("/", "/projects/project-p", f"/runs/{built.finished_run}", "/history",
+                     "/projects/nope", "/?q=%00"):  # fmt: skip
+            page = fetch(path)
+            assert dbname not in page and "127.0.0.1" not in page and "postgres@" not in page
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+
+
 def test_the_sign_in_page_tells_a_stranger_nothing_about_the_database(
     client: TestClient,
 ) -> None:
     client.cookies.clear()
     page = client.get("/login").text
     assert "127.0.0.1" not in page and "dbname" not in page and "ops_test" not in page
+
+
+# -- hostile input, sessions of users that do not exist, live-log streams -------------------
+
+
+@pytest.mark.parametrize(
+    "path",
+    ["/?q=a%00b", "/?after=%00", "/?before=%00", "/projects/p%00", "/history?before=%00"],
+)
+def test_a_nul_in_the_address_is_a_bad_request_not_a_crash(
+    client: TestClient, world: tuple[str, World], path: str
+) -> None:
+    """PostgreSQL text cannot hold NUL: every route refuses it with a page, never a 500."""
+    _, built = world
+    sign_in(client, built, "owner")
+    response = client.get(path)
+    assert response.status_code == 400, response.text
+    assert "NUL" in response.text and "Traceback" not in response.text
+    assert response.headers["content-security-policy"].startswith("default-src 'none'")
+
+
+def test_a_nul_in_a_form_field_is_refused_and_starts_nothing(
+    client: TestClient, world: tuple[str, World]
+) -> None:
+    url, built = world
+    sign_in(client, built, "owner")
+    before = _count_runs(url)
+    response = _post(client, f"/workflows/{built.workflow}/runs", {"ref": "ma\x00in"})
+    assert response.status_code == 400 and _count_runs(url) == before
+
+
+def test_the_cancel_reason_typed_in_the_form_reaches_the_database(
+    client: TestClient, world: tuple[str, World]
+) -> None:
+    """The guard reads the form (CSRF) before the route does: the route must still see it."""
+    url, built = world
+    run = _fresh_queued(url, built)
+    sign_in(client, built, "owner")
+    response = _post(client, f"/runs/{run}/cancel", {"reason": "wrong branch"})
+    assert response.status_code == 303, response.text
+    with psycopg.connect(url) as conn:
+        messages = [r[0] for r in conn.execute(
+            "select message from ops.run_events where run_id = %s", (run,)
+        )]  # fmt: skip
+    assert any(m.endswith(": wrong branch") for m in messages), messages
+
+
+def _signed(sub: uuid.UUID) -> str:
+    claims = {"sub": str(sub), "aud": "authenticated", "exp": int(time.time()) + 600}
+    return jwt.encode(claims, SECRET, "HS256")
+
+
+def test_a_valid_token_of_no_user_opens_nothing(client: TestClient) -> None:
+    """Signed with the right secret, but its subject was never a user: no session at all."""
+    ghost = _signed(uuid.uuid4())
+    client.cookies.clear()
+    refused = client.post("/login", data={"token": ghost})
+    assert refused.status_code == 401 and COOKIE not in refused.headers.get("set-cookie", "")
+    client.cookies.set(COOKIE, ghost)
+    page = client.get("/")
+    assert page.status_code == 303 and page.headers["location"] == "/login"
+    assert f'{COOKIE}=""' in page.headers["set-cookie"]  # the cookie is cleared
+
+
+def test_a_deleted_users_session_ends_at_once(client: TestClient, world: tuple[str, World]) -> None:
+    url, built = world
+    with psycopg.connect(url, autocommit=True) as conn:
+        doomed = make_user(conn, "doomed@example.com")
+        conn.execute(
+            "insert into ops.project_memberships (project_id, user_id, role) "
+            "values (%s, %s, 'owner')",
+            (built.project, doomed),
+        )
+        client.cookies.clear()
+        client.cookies.set(COOKIE, _signed(doomed))
+        assert client.get("/projects/project-p").status_code == 200
+        csrf = csrf_of(client, "/projects/project-p")
+        conn.execute("delete from auth.users where id = %s", (doomed,))
+    assert client.get("/projects/project-p").status_code == 303
+    client.cookies.set(COOKIE, _signed(doomed))
+    before = _count_runs(url)
+    started = client.post(f"/workflows/{built.workflow}/runs", data={"csrf": csrf})
+    assert started.status_code == 401 and _count_runs(url) == before
+    assert client.get(f"/runs/{built.finished_run}/logs").status_code == 303
+
+
+@pytest.mark.parametrize("persona", ["non-member", "signed-out"])
+def test_the_live_log_of_a_run_one_cannot_see_is_not_found(
+    client: TestClient, world: tuple[str, World], persona: str
+) -> None:
+    _, built = world
+    sign_in(client, built, persona)
+    response = client.get(f"/runs/{built.queued_run}/logs")
+    assert response.status_code == (303 if persona == "signed-out" else 404)
+    assert "text/event-stream" not in response.headers.get("content-type", "")
+
+
+def test_one_member_holds_a_bounded_number_of_live_logs(world: tuple[str, World]) -> None:
+    """Streams are counted per person: past the limit a new one is refused (429) instead of
+    adding another poller to the pool everyone's pages share; a closed stream frees its place."""
+    url, built = world
+    console = Console(Settings(url, Verifier(secret=SECRET), built.artifacts_dir))
+    with TestClient(console.application(), follow_redirects=False) as own:
+        sign_in(own, built, "owner")
+        path = f"/runs/{built.queued_run}/logs"
+        console.streams[built.users["owner"]] = STREAMS_PER_MEMBER
+        refused = own.get(path)
+        assert refused.status_code == 429 and "at most" in refused.text
+        sign_in(own, built, "admin")  # another person's streams are theirs
+        assert own.get(f"/runs/{built.finished_run}/logs").status_code == 200
+        sign_in(own, built, "owner")
+        console.streams[built.users["owner"]] = STREAMS_PER_MEMBER - 1
+        finished = own.get(f"/runs/{built.finished_run}/logs")  # ends: the run is over
+        assert finished.status_code == 200 and "first line" in finished.text
+        assert console.streams[built.users["owner"]] == STREAMS_PER_MEMBER - 1  # freed
+        assert built.users["admin"] not in console.streams
+
+
+def test_the_sign_in_page_sends_a_signed_in_member_to_the_fleet(
+    client: TestClient, world: tuple[str, World]
+) -> None:
+    _, built = world
+    sign_in(client, built, "viewer")
+    response = client.get("/login")
+    assert response.status_code == 303 and response.headers["location"] == "/"
+
+
+def test_joined_lists_lose_controls_like_every_other_value(
+    client: TestClient, world: tuple[str, World]
+) -> None:
+    url, built = world
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute(
+            "insert into ops.upgrade_advisories (advisory_key, from_version, to_version, "
+            "severity, title, description, affects_modules) values ('q13-bidi', '17.0', '18.0',"
+            " 'low', 't', 'd', %s)",
+            (["sale\u202eevil", "<b>stock</b>"],),
+        )
+    sign_in(client, built, "viewer")
+    page = client.get("/projects/project-p").text
+    assert "\u202e" not in page and "<b>stock" not in page and "&lt;b&gt;stock" in page
+
+
+def test_an_unforeseen_error_is_a_page_without_details(world: tuple[str, World]) -> None:
+    """Whatever breaks, the answer is the console's 500 page with its headers: no traceback, no
+    database URL, no exception text."""
+    url, built = world
+    app = Console(Settings(url, Verifier(secret=SECRET), built.artifacts_dir)).application()
+
+    async def broken(_request: Any) -> Any:
+        raise RuntimeError(f"cannot reach {url} password=hunter2")
+
+    app.router.routes.append(Route("/broken", broken))
+    with TestClient(app, follow_redirects=False, raise_server_exceptions=False) as own:
+        sign_in(own, built, "viewer")
+        response = own.get("/broken")
+    assert response.status_code == 500
+    assert "hunter2" not in response.text and "Traceback" not in response.text
+    assert "dbname" not in response.text and "RuntimeError" not in response.text
+    assert response.headers["content-type"].startswith("text/html")
+    assert response.headers["x-frame-options"] == "DENY"
+    assert response.headers["cache-control"] == "no-store"
+
+
+def test_behind_https_the_session_cookie_cannot_be_planted_by_a_sibling_host(
+    world: tuple[str, World],
+) -> None:
+    """With --secure-cookies the cookie is `__Host-` (Secure, host-only, Path=/): a subdomain
+    cannot set it, so a session cannot be fixated; the plain name is not read at all."""
+    url, built = world
+    settings = Settings(url, Verifier(secret=SECRET), built.artifacts_dir, secure_cookies=True)
+    token = mint(SECRET, built.users["owner"], "owner@example.com", 600)
+    with TestClient(
+        create_app(settings), base_url="https://testserver", follow_redirects=False
+    ) as own:
+        signed = own.post("/login", data={"token": token})
+        cookie = signed.headers["set-cookie"]
+        assert cookie.startswith(f"__Host-{COOKIE}=") and "Secure" in cookie
+        assert "Path=/" in cookie and "Domain" not in cookie
+        assert "strict-transport-security" in signed.headers
+        own.cookies.clear()
+        own.cookies.set(COOKIE, token)  # what a sibling host could have planted
+        assert own.get("/").status_code == 303
+        own.cookies.clear()
+        own.cookies.set(f"__Host-{COOKIE}", token)
+        assert own.get("/").status_code == 200
+
+
+def test_a_finished_runs_long_log_is_shown_in_pages_not_cut(
+    client: TestClient, world: tuple[str, World]
+) -> None:
+    """A run page shows 2,000 lines at a time: past that, a link to the next ones (a finished run
+    has no live stream to bring them), so no line of a long log is out of reach."""
+    url, built = world
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute(
+            "insert into ops.run_logs (run_id, log_level, message, timestamp) "
+            "select %s, 'info', 'bulk-' || g, clock_timestamp() + g * interval '1 ms' "
+            "from generate_series(1, 2100) g",
+            (built.finished_run,),
+        )
+    sign_in(client, built, "viewer")
+    seen: list[str] = []
+    page = client.get(f"/runs/{built.finished_run}").text
+    for _ in range(5):
+        seen += re.findall(r"info (bulk-\d+|first line)\n", page)
+        found = re.search(r'id="more-logs" href="([^"]+)"', page)
+        if not found:
+            break
+        page = client.get(found.group(1).replace("&amp;", "&")).text
+    assert seen[0] == "first line" and len(seen) == 2101
+    assert seen[1:] == [f"bulk-{n}" for n in range(1, 2101)]
+
+
+@pytest.mark.parametrize(
+    ("headers", "accepted"),
+    [
+        ({"sec-fetch-site": "same-origin", "origin": "https://testserver"}, True),
+        ({"origin": "https://testserver"}, True),  # a browser without Sec-Fetch-*
+        ({"origin": "https://evil.example"}, False),
+        ({"sec-fetch-site": "cross-site", "origin": "https://testserver"}, False),
+        ({"sec-fetch-site": "same-site", "origin": "https://app.testserver"}, False),
+    ],
+)
+def test_behind_a_tls_proxy_the_consoles_own_forms_work_and_others_do_not(
+    world: tuple[str, World], headers: dict[str, str], accepted: bool
+) -> None:
+    """--secure-cookies: browsers see https://HOST, the console is spoken to over http by the
+    proxy. Its own pages' forms must pass the origin check; other sites' must not."""
+    url, built = world
+    settings = Settings(url, Verifier(secret=SECRET), built.artifacts_dir, secure_cookies=True)
+    run = _fresh_queued(url, built)
+    with TestClient(create_app(settings), follow_redirects=False) as own:
+        own.cookies.set(
+            f"__Host-{COOKIE}", mint(SECRET, built.users["owner"], "owner@example.com", 600)
+        )
+        csrf = csrf_of(own)
+        response = own.post(f"/runs/{run}/cancel", data={"csrf": csrf}, headers=headers)
+    assert (response.status_code == 303) == accepted, response.text
+    assert _status(url, run) == ("canceled" if accepted else "queued")
+
+
+def test_a_port_in_use_is_one_line_and_exit_1(world: tuple[str, World], tmp_path: Path) -> None:
+    import socket  # noqa: PLC0415
+
+    url, _ = world
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        env = {"DATABASE_URL": url, "RECONCILE_STATE_DIR": str(tmp_path / "state")}
+        refused = reconcile("console", "--port", str(port), env=env)
+    assert refused.code == 1 and refused.stdout == ""
+    assert refused.stderr == (
+        f"error: cannot listen on 127.0.0.1:{port}: Address already in use "
+        "(choose another --port, or a --host of this machine)\n"
+    )
+
+
+@pytest.mark.parametrize("command", [["console", "token", "--email", "owner@example.com"],
+                                     ["console", "--port", "1"]])  # fmt: skip
+def test_a_guessable_secret_is_refused_before_anything_is_signed_or_served(
+    world: tuple[str, World], tmp_path: Path, command: list[str]
+) -> None:
+    """HS256 under a short secret can be found offline from any one token it signed."""
+    url, _ = world
+    env = {
+        "DATABASE_URL": url,
+        "RECONCILE_CONSOLE_JWT_SECRET": "hunter2",
+        "RECONCILE_STATE_DIR": str(tmp_path / "state"),
+    }
+    refused = reconcile(*command, env=env)
+    assert refused.code == 1 and refused.stdout == "" and refused.stderr.count("\n") == 1
+    assert "needs at least 32" in refused.stderr and "hunter2" not in refused.stderr
+
+
+def test_a_head_request_for_a_live_log_holds_no_stream(
+    client: TestClient, world: tuple[str, World]
+) -> None:
+    """HEAD gets the headers only: a stream started for it would poll the database for an hour
+    for nobody (the run is queued: its stream would never end by itself)."""
+    import threading  # noqa: PLC0415
+
+    _, built = world
+    sign_in(client, built, "owner")
+    answers: list[Any] = []
+
+    def heads() -> None:
+        for _ in range(STREAMS_PER_MEMBER + 2):
+            answers.append(client.head(f"/runs/{built.queued_run}/logs"))
+
+    asking = threading.Thread(target=heads, daemon=True)  # a held stream would never return
+    asking.start()
+    asking.join(timeout=30)
+    assert not asking.is_alive(), "a HEAD request is still streaming"
+    assert all(a.status_code == 200 and a.content == b"" for a in answers)
+    assert client.get(f"/runs/{built.finished_run}/logs").status_code == 200
+
+
+def test_a_not_found_page_does_not_echo_the_address(
+    client: TestClient, world: tuple[str, World]
+) -> None:
+    """A link's author cannot put their words on the console's own page (phishing text)."""
+    _, built = world
+    sign_in(client, built, "viewer")
+    page = client.get("/projects/Your%20session%20expired%3A%20sign%20in%20at%20evil.example")
+    assert page.status_code == 404 and "evil.example" not in page.text

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import socket
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,13 +43,13 @@ def serve(url: str | None, lock_timeout_s: float, options: ServeOptions, out: Ec
             verifier=verifier,
             artifacts_dir=options.artifacts_dir,
             secure_cookies=options.secure_cookies,
-            database=target.description,
         )
+        listening = _listen(options.host, options.port)
         out(
             f"console: http://{options.host}:{options.port}/ on {target.description} "
             "(sign in with `reconcile console token --email ...`)"
         )
-        uvicorn.run(
+        config = uvicorn.Config(
             create_app(settings),
             host=options.host,
             port=options.port,
@@ -57,7 +58,25 @@ def serve(url: str | None, lock_timeout_s: float, options: ServeOptions, out: Ec
             server_header=False,
             timeout_graceful_shutdown=5,  # live-log streams would otherwise hold a stop
         )
+        uvicorn.Server(config).run(sockets=[listening])
     return 0
+
+
+def _listen(host: str, port: int) -> socket.socket:
+    """The console's socket, bound before the server starts: a port in use (or an address
+    not of this machine) is one line and exit 1, not the server's own log and exit 3."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    listening = socket.socket(family, socket.SOCK_STREAM)
+    listening.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        listening.bind((host, port))
+    except OSError as exc:
+        listening.close()
+        raise ReconcilerError(
+            f"cannot listen on {host}:{port}: {exc.strerror or exc} "
+            "(choose another --port, or a --host of this machine)"
+        ) from None
+    return listening
 
 
 def token(url: str | None, lock_timeout_s: float, email: str, ttl_s: int, out: Echo) -> int:

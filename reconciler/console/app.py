@@ -40,7 +40,7 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from reconciler.console.identity import InvalidToken, Member, Verifier, csrf_ok, csrf_token
-from reconciler.console.store import Session, Store
+from reconciler.console.store import Session, Store, UnknownUser
 from reconciler.console.text import clean, like_pattern
 
 COOKIE = "ops_console_session"
@@ -54,6 +54,7 @@ OPERATORS = ("owner", "admin", "developer")
 PACKAGE = Path(__file__).parent
 PUBLIC = ("/login", "/logout", "/static/")
 MAX_FORM_BYTES = 64 * 1024
+STREAMS_PER_MEMBER = 10  # live-log streams one person may hold open at once (tabs of runs)
 SECURITY_HEADERS = {
     "content-security-policy": (
         "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; "
@@ -73,11 +74,13 @@ class Settings:
     verifier: Verifier
     artifacts_dir: Path
     secure_cookies: bool = False
-    database: str = ""
 
 
 class NotFound(Exception):
     pass
+
+
+UNKNOWN_USER = "the token's user does not exist (any more); ask an operator for a new token"
 
 
 class Console:
@@ -87,6 +90,9 @@ class Console:
         self.settings = settings
         self.store = Store(settings.conninfo)
         self.csrf_key = secrets.token_bytes(32)
+        # Behind HTTPS the cookie is __Host-: a sibling subdomain cannot plant (fixate) or
+        # shadow a session in it, since browsers accept that name only Secure, host-only, Path=/.
+        self.cookie = f"__Host-{COOKIE}" if settings.secure_cookies else COOKIE
         self.templates = jinja2.Environment(
             loader=jinja2.PackageLoader("reconciler.console", "templates"),
             autoescape=True,
@@ -95,6 +101,9 @@ class Console:
         )
         self.templates.filters["short"] = lambda sha: (sha or "")[:12]
         self.templates.filters["when"] = _when
+        # join's items are escaped but never reach finalize: clean them as every other value.
+        self.templates.filters["join"] = _join
+        self.streams: dict[uuid.UUID, int] = {}
 
     # -- plumbing ---------------------------------------------------------------------------
 
@@ -103,7 +112,6 @@ class Console:
         html = self.templates.get_template(name).render(
             member=member,
             csrf=csrf_token(self.csrf_key, member) if member else "",
-            database=self.settings.database,
             **context,
         )
         return HTMLResponse(html, status_code=status)
@@ -113,7 +121,7 @@ class Console:
 
     def set_session(self, response: Response, member: Member) -> None:
         response.set_cookie(
-            COOKIE,
+            self.cookie,
             member.token,
             max_age=max(0, member.expires_at - int(time.time())),
             httponly=True,
@@ -122,9 +130,20 @@ class Console:
             path="/",
         )
 
+    def clear_session(self, response: Response) -> None:
+        response.delete_cookie(
+            self.cookie,
+            path="/",
+            httponly=True,
+            samesite="strict",
+            secure=self.settings.secure_cookies,
+        )
+
     # -- sign in and out --------------------------------------------------------------------
 
     async def login_form(self, request: Request) -> Response:
+        if request.state.member is not None:
+            return RedirectResponse("/", status_code=303)
         return self.page(request, "login.html", problem=None)
 
     async def login(self, request: Request) -> Response:
@@ -134,15 +153,18 @@ class Console:
             member = self.settings.verifier.verify(token)
         except InvalidToken as exc:
             return self.page(request, "login.html", status=401, problem=str(exc))
+        try:
+            async with self.store.as_member(member):
+                pass
+        except UnknownUser:
+            return self.page(request, "login.html", status=401, problem=UNKNOWN_USER)
         response = RedirectResponse("/", status_code=303)
         self.set_session(response, member)
         return response
 
     async def logout(self, request: Request) -> Response:
         response = RedirectResponse("/login", status_code=303)
-        response.delete_cookie(
-            COOKIE, path="/", httponly=True, samesite="strict", secure=self.settings.secure_cookies
-        )
+        self.clear_session(response)
         return response
 
     # -- pages ------------------------------------------------------------------------------
@@ -176,7 +198,7 @@ class Console:
         async with self.store.as_member(request.state.member) as db:
             row = await db.one("console_project", {"slug": slug})
             if row is None:
-                raise NotFound(f"no project {slug}")
+                raise NotFound("no such project")  # not the address: no words of a link's author
             project_id, version = row[0], row[4]
             workflows = await db.all("console_workflows", {"project_id": project_id})
             members = await db.all("console_members", {"project_id": project_id})
@@ -198,6 +220,7 @@ class Console:
 
     async def run(self, request: Request) -> Response:
         run_id = _uuid(request.path_params["run_id"])
+        after = _timestamp(request.query_params.get("after"))
         async with self.store.as_member(request.state.member) as db:
             row = await db.one("console_run", {"run_id": run_id})
             if row is None:
@@ -205,7 +228,8 @@ class Console:
             events = await db.all("console_run_events", {"run_id": run_id})
             artifacts = await db.all("console_run_artifacts", {"run_id": run_id})
             lines = await db.all(
-                "console_logs_after", {"run_id": run_id, "after": "-infinity", "limit": LOG_BATCH}
+                "console_logs_after",
+                {"run_id": run_id, "after": after or "-infinity", "limit": LOG_BATCH},
             )
         return self.page(
             request,
@@ -216,7 +240,9 @@ class Console:
             events=events,
             artifacts=artifacts,
             lines=lines,
-            cursor=lines[-1][0].isoformat() if lines else "",
+            cursor=lines[-1][0].isoformat() if lines else (after.isoformat() if after else ""),
+            paged=after is not None,
+            more=len(lines) == LOG_BATCH,
         )
 
     async def history(self, request: Request) -> Response:
@@ -254,6 +280,15 @@ class Console:
         start = request.headers.get("last-event-id") or request.query_params.get("after")
         after: Any = _timestamp(start) or "-infinity"
         member: Member = request.state.member
+        async with self.store.as_member(member) as db:
+            if await db.one("console_run_status", {"run_id": run_id}) is None:
+                raise NotFound("no such run")
+        if request.method == "HEAD":  # headers only: no stream to hold open for nobody
+            return Response(media_type="text/event-stream")
+        if self.streams.get(member.user_id, 0) >= STREAMS_PER_MEMBER:
+            return self.error(
+                request, 429, f"at most {STREAMS_PER_MEMBER} live logs at once; close a run's page"
+            )
         return StreamingResponse(
             self._log_events(member, run_id, after),
             media_type="text/event-stream",
@@ -263,6 +298,27 @@ class Console:
     async def _log_events(
         self, member: Member, run_id: uuid.UUID, after: Any
     ) -> AsyncIterator[str]:
+        """The run's new lines until it ends, counted against the member's open streams (a
+        client that opens more than its share is ended at once, so no one person's streams
+        crowd out everyone's pages)."""
+        held = self.streams.get(member.user_id, 0)
+        if held >= STREAMS_PER_MEMBER:
+            yield _sse("end", {"status": "too-many-streams"})
+            return
+        self.streams[member.user_id] = held + 1
+        try:
+            async for event in self._follow(member, run_id, after):
+                yield event
+        except UnknownUser:
+            yield _sse("end", {"status": "signed-out"})
+        finally:
+            left = self.streams.get(member.user_id, 1) - 1
+            if left > 0:
+                self.streams[member.user_id] = left
+            else:
+                self.streams.pop(member.user_id, None)
+
+    async def _follow(self, member: Member, run_id: uuid.UUID, after: Any) -> AsyncIterator[str]:
         deadline = min(float(member.expires_at), time.time() + STREAM_MAX_S)
         while time.time() < deadline:
             async with self.store.as_member(member) as db:
@@ -367,12 +423,32 @@ class Console:
         async def unavailable(request: Request, exc: Exception) -> Response:
             return self.error(request, 503, "the database is unavailable; try again shortly")
 
+        async def unknown_user(request: Request, exc: Exception) -> Response:
+            request.state.member = None
+            response = (
+                RedirectResponse("/login", status_code=303)
+                if request.method in ("GET", "HEAD")
+                else self.error(request, 401, UNKNOWN_USER)
+            )
+            self.clear_session(response)
+            return response
+
+        async def failed(request: Request, exc: Exception) -> Response:
+            """Anything unforeseen: a page that says so, never a traceback or a setting (the
+            server's log has the details); outside the guard, so the headers are set here."""
+            request.state.member = None
+            response = self.error(request, 500, "something went wrong on our side; try again")
+            response.headers.update(SECURITY_HEADERS)
+            return response
+
         return Starlette(
             routes=routes,
             lifespan=lifespan,
             middleware=[Middleware(BaseHTTPMiddleware, dispatch=self.guard)],
             exception_handlers={
                 NotFound: not_found,
+                UnknownUser: unknown_user,
+                Exception: failed,
                 psycopg.OperationalError: unavailable,
                 PoolTimeout: unavailable,
             },
@@ -394,10 +470,9 @@ class Console:
     ) -> Response:
         request.state.member = None
         unsafe = request.method not in ("GET", "HEAD")
-        if unsafe and not _same_origin(request):
-            return self.error(request, 403, "cross-site request refused")
-        if unsafe and not _small_form(request):
-            return self.error(request, 413, f"a form is at most {MAX_FORM_BYTES} bytes")
+        refused = await self._malformed(request, unsafe)
+        if refused is not None:
+            return refused
         public = any(request.url.path.startswith(prefix) for prefix in PUBLIC)
         member = self._member(request)
         if member is None and not public:
@@ -411,8 +486,18 @@ class Console:
                 return self.error(request, 403, "the form has expired or is forged; reload")
         return await call_next(request)
 
+    async def _malformed(self, request: Request, unsafe: bool) -> Response | None:
+        """What no route is shown: a cross-site form, an oversized one, a NUL anywhere."""
+        if unsafe and not _same_origin(request, self.settings.secure_cookies):
+            return self.error(request, 403, "cross-site request refused")
+        if unsafe and not _small_form(request):
+            return self.error(request, 413, f"a form is at most {MAX_FORM_BYTES} bytes")
+        if not await _plain_input(request, unsafe):
+            return self.error(request, 400, "a NUL character in the address or the form")
+        return None
+
     def _member(self, request: Request) -> Member | None:
-        token = request.cookies.get(COOKIE)
+        token = request.cookies.get(self.cookie)
         if not token:
             return None
         try:
@@ -437,23 +522,37 @@ def stored_file(artifacts_dir: Path, artifact_url: str) -> Path | None:
     return path
 
 
+async def _plain_input(request: Request, unsafe: bool) -> bool:
+    """No NUL in anything a request hands the database (PostgreSQL text cannot hold one): the
+    path, the query, and a form's fields, refused here once for every route."""
+    texts = [request.url.path, *request.query_params.values()]
+    if unsafe:
+        await request.body()  # cached: the route reads the same form again (see _guarded)
+        form = await request.form()
+        texts += [value for value in form.values() if isinstance(value, str)]
+    return not any("\x00" in text for text in texts)
+
+
 def _small_form(request: Request) -> bool:
     """Forms are read whole: only with a declared length, and a small one."""
     length = request.headers.get("content-length", "")
     return length.isdigit() and int(length) <= MAX_FORM_BYTES
 
 
-def _same_origin(request: Request) -> bool:
+def _same_origin(request: Request, secure: bool) -> bool:
     """A state-changing request must come from the console's own pages: browsers say where a
-    request comes from (Sec-Fetch-Site, Origin); a cross-site form or fetch is refused even
-    before its CSRF token is looked at."""
+    request comes from (Sec-Fetch-Site, else Origin); a cross-site form or fetch is refused
+    even before its CSRF token is looked at. Behind a TLS-terminating proxy (--secure-cookies)
+    the page's origin is https while the console itself is spoken to over http."""
     site = request.headers.get("sec-fetch-site")
-    if site in ("cross-site", "same-site"):
-        return False
+    if site is not None:
+        return site in ("same-origin", "none")
     origin = request.headers.get("origin")
-    if origin is None or (origin == "null" and site == "same-origin"):
-        return True
-    return origin == f"{request.url.scheme}://{request.headers.get('host', '')}"
+    if origin is None:
+        return True  # not a browser's cross-site request (the CSRF token is still required)
+    host = request.headers.get("host", "")
+    schemes = {request.url.scheme, "https"} if secure else {request.url.scheme}
+    return origin in {f"{scheme}://{host}" for scheme in schemes}
 
 
 def _fleet_row(row: tuple[Any, ...]) -> dict[str, Any]:
@@ -492,6 +591,10 @@ def _timestamp(text: str | None) -> datetime | None:
         return datetime.fromisoformat(text)
     except ValueError:
         return None
+
+
+def _join(values: Any, separator: str = ", ") -> str:
+    return separator.join(clean(str(value)) for value in values or ())
 
 
 def _when(value: datetime | None) -> str:

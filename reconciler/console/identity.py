@@ -26,6 +26,7 @@ MINTED_ISSUER = "ops-reconciler-console"
 DEFAULT_TOKEN_TTL_S = 8 * 3600
 MAX_TOKEN_TTL_S = 7 * 24 * 3600
 LEEWAY_S = 30
+MIN_SECRET_BYTES = 32
 SECRET_FILE = "console-jwt-secret"  # noqa: S105  (a file name)
 ASYMMETRIC = ["RS256", "RS384", "RS512", "ES256", "ES384", "ES512", "EdDSA"]
 
@@ -133,6 +134,12 @@ def console_secret(state_dir: Path) -> bytes:
     """The secret the console and `reconcile console token` share on plain PostgreSQL: made once,
     readable by its owner only (RECONCILE_CONSOLE_JWT_SECRET takes precedence)."""
     if env := os.environ.get("RECONCILE_CONSOLE_JWT_SECRET"):
+        if len(env.encode()) < MIN_SECRET_BYTES:
+            raise ReconcilerError(
+                f"RECONCILE_CONSOLE_JWT_SECRET is {len(env.encode())} bytes; an HS256 secret "
+                f"needs at least {MIN_SECRET_BYTES} (a shorter one can be guessed from any "
+                "token it signed); use your Supabase JWT secret or a long random string"
+            )
         return env.encode()
     path = state_dir / SECRET_FILE
     try:

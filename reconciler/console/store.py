@@ -19,6 +19,10 @@ Conn = psycopg.AsyncConnection[tuple[Any, ...]]
 STATEMENT_TIMEOUT = "15s"  # no page holds a connection longer than this
 
 
+class UnknownUser(Exception):
+    """The token is valid but its subject is not a user (never was, or was deleted since)."""
+
+
 class Store:
     def __init__(self, conninfo: str, max_size: int = 8) -> None:
         self.pool: AsyncConnectionPool[Conn] = AsyncConnectionPool(
@@ -38,15 +42,21 @@ class Store:
     @asynccontextmanager
     async def as_member(self, member: Member) -> AsyncIterator[Session]:
         """One transaction as the member: committed when the block ends, rolled back on error.
-        `set_config('role', ...)` is SET LOCAL ROLE, in the same round trip as the claims."""
+        `set_config('role', ...)` is SET LOCAL ROLE, in the same round trip as the claims and the
+        check that the token's subject is still a user (UnknownUser when not: a valid signature
+        on a deleted or made-up user opens nothing)."""
         async with self.pool.connection() as conn, conn.transaction():
-            await conn.execute(
-                "select set_config('role', 'authenticated', true),"
+            cursor = await conn.execute(
+                "select ops.console_user_exists(%s),"
+                " set_config('role', 'authenticated', true),"
                 " set_config('request.jwt.claims', %s, true),"
                 " set_config('request.jwt.claim.sub', %s, true),"
                 " set_config('statement_timeout', %s, true)",
-                (json.dumps(member.claims), str(member.user_id), STATEMENT_TIMEOUT),
+                (member.user_id, json.dumps(member.claims), str(member.user_id), STATEMENT_TIMEOUT),
             )
+            row = await cursor.fetchone()
+            if not row or not row[0]:
+                raise UnknownUser(str(member.user_id))
             yield Session(conn)
 
 

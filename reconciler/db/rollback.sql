@@ -27,7 +27,8 @@ drop function if exists ops.current_user_id();
 drop function if exists ops.current_user_role(uuid);
 drop function if exists ops.is_project_member(uuid);
 drop function if exists ops.is_run_visible(uuid);
--- 0016 (console), beside the membership functions they use
+-- 0016 (console), beside the membership functions they use; 0019 (console sessions)
+drop function if exists ops.console_user_exists(uuid);
 drop function if exists ops.console_fleet(text, text, text, integer);
 drop function if exists ops.console_project_members(uuid);
 drop function if exists ops.console_applies(integer, timestamptz);
