@@ -554,8 +554,14 @@ def runs_retry(database_url: str | None, lock_timeout: float, run_id: str) -> No
 
 @runs.command("schedule")
 @database_options
-@click.option("--project")
-@click.option("--count", type=click.IntRange(min=1, max=100), default=3, show_default=True)
+@click.option("--project", metavar="SLUG", help="Only this project's scheduled workflows.")
+@click.option(
+    "--count",
+    type=click.IntRange(min=1, max=100),
+    default=3,
+    show_default=True,
+    help="How many next slots to show per workflow.",
+)
 def runs_schedule(
     database_url: str | None, lock_timeout: float, project: str | None, count: int
 ) -> None:

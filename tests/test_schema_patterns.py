@@ -39,6 +39,19 @@ SAMPLES: dict[tuple[str, str], tuple[list[str], bool]] = {
         ["odoo:18.0", "ghcr.io/acme/odoo@sha256:" + "a" * 64, "localhost:5000/odoo"],
         True,
     ),
+    ("workflow.json", "/$defs/spec/properties/config/properties/tool"): (["odoo@18.0"], True),
+    ("workflow.json", "/$defs/spec/properties/config/properties/secrets/items"): (
+        ["PGPASSWORD", "_S3_KEY"],
+        True,
+    ),
+    ("workflow.json", "/$defs/spec/properties/config/properties/limits/properties/memory"): (
+        ["512m", "2g", "1048576"],
+        True,
+    ),
+    ("workflow.json", "/$defs/spec/properties/config/properties/artifacts/items"): (
+        ["dist/*.tar.gz", "reports/**/*.xml", "my report.pdf", "résumé.txt"],
+        False,
+    ),
     ("upgrade_advisory.json", "/properties/key"): (["odoo-17-18-stock"], True),
     ("upgrade_advisory.json", "/properties/from_version"): (["17.0"], True),
     ("upgrade_advisory.json", "/properties/to_version"): (["18.0"], True),
