@@ -251,7 +251,7 @@ def test_the_small_ones(tmp_path: Path, db_url: str) -> None:
     assert f"Saved the plan to {out}" in saved.stderr and out.exists()
     assert cli("apply", "-C", str(repo.root), "--yes", db_url=db_url).code == 0
     unchanged = cli("plan", "-C", str(repo.root), db_url=db_url).stdout.splitlines()
-    assert unchanged[-1].startswith("No changes.") and unchanged[-2].startswith("Database: ")
+    assert unchanged[-1].startswith("No changes.") and unchanged[0].startswith("Database: ")
     same = cli("diff", "-C", str(repo.root), "--base", "HEAD", "--head", "HEAD")
     assert same.stdout.strip() == "No changes in the files." and "database" not in same.stdout
     repo.git("checkout", "-q", "-b", "feature/bump")

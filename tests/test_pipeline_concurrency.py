@@ -105,7 +105,7 @@ def threads_of_workers(db_url: str, tmp_path: Path) -> Iterator[Any]:
 
     yield start
     for worker, _ in started:
-        worker.stopping.set()
+        worker.loop.stopping.set()
     for _, thread in started:
         thread.join(timeout=30)
 

@@ -241,7 +241,7 @@ def start(
             "start",
             lambda: conn.execute(query("request_run"), {"workflow_id": row[0], **at}).fetchone()[0],
         )
-        return run_id, conn.execute(query("run_summary"), {"run_id": run_id}).fetchone()
+        return run_id, conn.execute(query("queued_run_summary"), {"run_id": run_id}).fetchone()
 
     run_id, summary = _read(url, lock_timeout_s, work)
     out(_queued_line(run_id, summary))
@@ -257,7 +257,8 @@ def retry(url: str | None, lock_timeout_s: float, run_id: str, out: Echo) -> int
             "retry",
             lambda: conn.execute(query("retry_run"), {"run_id": retried}).fetchone()[0],
         )
-        return retried, new_id, conn.execute(query("run_summary"), {"run_id": new_id}).fetchone()
+        summary = conn.execute(query("queued_run_summary"), {"run_id": new_id}).fetchone()
+        return retried, new_id, summary
 
     retried, new_id, summary = _read(url, lock_timeout_s, work)
     out(_queued_line(new_id, summary) + f", retry of {retried}")

@@ -16,7 +16,15 @@ import yaml
 from reconciler.core.plan import Row
 
 HEADER = {"apiVersion": "ops/v1"}
-_DEFAULTS: dict[str, Any] = {"description": None, "config": {}, "status": "active", "enabled": True}
+_DEFAULTS: dict[str, Any] = {
+    "description": None,
+    "config": {},
+    "status": "active",
+    "enabled": True,
+    "needs": [],
+    "paths": [],
+    "acknowledged_advisories": [],
+}
 
 
 def files_of(rows: Iterable[Row]) -> dict[str, str]:
@@ -57,14 +65,37 @@ def _without_defaults(fields: dict[str, Any], names: Iterable[str]) -> dict[str,
 
 
 def _project(row: Row) -> dict[str, Any]:
-    names = ("slug", "workspace_key", "name", "description", "odoo_version", "status", "config")
+    names = (
+        "slug",
+        "workspace_key",
+        "name",
+        "description",
+        "odoo_version",
+        "status",
+        "repository",
+        "acknowledged_advisories",
+        "config",
+    )
     return {**HEADER, "kind": "Project", **_without_defaults(row.fields, names)}
 
 
 def _workflow(row: Row) -> dict[str, Any]:
     fields = dict(row.fields)
     fields["on"] = fields.pop("triggers") or None
-    names = ("type", "name", "description", "git_ref", "on", "enabled", "config")
+    names = (
+        "type",
+        "name",
+        "description",
+        "git_ref",
+        "on",
+        "needs",
+        "concurrency",
+        "schedule",
+        "timezone",
+        "paths",
+        "enabled",
+        "config",
+    )
     return _without_defaults(fields, names)
 
 

@@ -294,7 +294,7 @@ select ops.request_run(%(workflow_id)s, %(ref)s, %(commit)s)
 -- name: retry_run
 select ops.retry_run(%(run_id)s)
 
--- name: run_summary
+-- name: queued_run_summary
 select p.slug || '/' || w.workflow_type || '/' || w.name, r.run_number, r.status,
        r.trigger_event, r.git_commit, r.error_message
 from ops.runs r
