@@ -86,6 +86,9 @@ def state_files(root: Path) -> list[str]:
         relative = os.path.relpath(folder, top)
         prefix = "" if relative == "." else relative.replace(os.sep, "/") + "/"
         found += [prefix + f for f in files if f.endswith(_SUFFIXES)]
+        # a link to a folder is not followed; it is listed so that its files are not
+        # silently missing (the reader refuses it with a problem on the link)
+        found += [prefix + d for d in subfolders if os.path.islink(os.path.join(folder, d))]
     return sorted(found)
 
 

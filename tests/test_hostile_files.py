@@ -386,6 +386,25 @@ CASES: list[Case] = [
         Case("", {"case.yaml": Link("pipe"), "pipe": Fifo()}, (("case.yaml", 1, E151),)),
     ),
     named("socket", Case("", {"case.yaml": Sock()}, (("case.yaml", 1, E151),))),
+    # a link to a folder is not followed: a problem on the link, never its files silently gone
+    named(
+        "symlink-folder-outside",
+        Case("", {"projects": Link("/tmp"), "t.yaml": TOOL_HEAD}, (("projects", 1, E151),)),
+    ),
+    named(
+        "symlink-folder-inside",
+        Case(
+            "",
+            {"real/t.yaml": TOOL_HEAD, "projects": Link("real")},
+            (("projects", 1, E151),),
+        ),
+    ),
+    named(
+        "symlink-folder-loop",
+        Case("", {"a/up": Link(".."), "t.yaml": TOOL_HEAD}, (("a/up", 1, E151),)),
+    ),
+    named("workflow-name-final-space", one("project", 13, '    name: "build-main "', 13, E113)),
+    named("workflow-name-first-space", one("project", 13, '    name: " build-main"', 13, E113)),
 ]
 
 
