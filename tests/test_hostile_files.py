@@ -585,3 +585,25 @@ def test_diff_refuses_a_blob_past_the_size_limit_unread(tmp_path: Path) -> None:
     )
     assert done.returncode == 1, done.stderr
     assert problem_lines(done.stderr) == [("huge.yaml", 1, E106)]
+
+
+def test_diff_refuses_a_link_to_a_folder_as_on_disk(tmp_path: Path) -> None:
+    """A pull request that turns projects/ into a link must not show every project pruned:
+    the link is a problem, in git objects as on disk."""
+    repo = Repo(tmp_path / "repo")
+    repo.write("state/projects/tools.yaml", TOOL_HEAD)
+    repo.commit("base")
+    repo.git("branch", "base")
+    repo.git("mv", "state/projects", "state/real")
+    (repo.root / "state/projects").symlink_to("real")
+    (repo.root / "state/also.yaml").symlink_to("real")
+    repo.commit("link")
+    for head in (("--head", "HEAD"), ()):
+        done = bounded_reconcile("diff", "-C", str(repo.root / "state"), "--base", "base", *head)
+        assert done.returncode == 1, done.stderr
+        assert sorted(problem_lines(done.stderr)) == [
+            ("also.yaml", 1, E151),
+            ("projects", 1, E151),
+        ], head
+    done = bounded_reconcile("validate", "-C", str(repo.root / "state"))
+    assert sorted(problem_lines(done.stderr)) == [("also.yaml", 1, E151), ("projects", 1, E151)]
