@@ -6,15 +6,22 @@ documented form whoever writes it."""
 from __future__ import annotations
 
 import uuid
+from collections.abc import Iterator
 from typing import Any
 
 import psycopg
 import pytest
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
-from tests.test_db_hardening import World, attempt, become, world  # noqa: F401  (fixture)
+from tests.test_db_hardening import World, attempt, become, build
 
 Conn = psycopg.Connection[Any]
+
+
+@pytest.fixture
+def world(db_url: str) -> Iterator[tuple[Conn, World]]:
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        yield conn, build(conn)
 
 
 @pytest.fixture
@@ -68,7 +75,7 @@ def test_a_members_own_run_is_recorded_as_theirs(world: Any, key: str | None) ->
         become(conn, w, "developer")
         run = conn.execute(
             "insert into ops.runs (project_id, workflow_id, idempotency_key, metadata) "
-            "values (%s, %s, %s, '{\"commit\": \"abcdef1\", \"trigger\": \"push\"}') returning id",
+            'values (%s, %s, %s, \'{"commit": "abcdef1", "trigger": "push"}\') returning id',
             (w.project_a, w.workflow_a, key),
         ).fetchone()[0]
         conn.execute("reset role")
@@ -97,9 +104,7 @@ def test_a_members_own_run_is_recorded_as_theirs(world: Any, key: str | None) ->
         "a" * 101,
     ],
 )
-def test_a_member_cannot_name_a_workflow_outside_the_documented_form(
-    world: Any, name: str
-) -> None:
+def test_a_member_cannot_name_a_workflow_outside_the_documented_form(world: Any, name: str) -> None:
     conn, w = world
     insert = (
         "insert into ops.workflows (project_id, workflow_type, name) values (%(p)s, 'build', %(n)s)"

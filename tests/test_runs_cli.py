@@ -103,9 +103,7 @@ def test_a_steps_terminal_controls_are_shown_never_obeyed(
     write, or a right-to-left override would act on the operator's terminal."""
     hostile = "a\\033[2Jb\\033]52;c;ZXZpbA==\\007c\\rd\\342\\200\\256e"
     run = enqueue(conn, {"steps": [f"printf '{hostile}\\n'"]})
-    done = reconcile(
-        "worker", "--once", "--database-url", db_url, "--artifacts-dir", str(tmp_path)
-    )
+    done = reconcile("worker", "--once", "--database-url", db_url, "--artifacts-dir", str(tmp_path))
     assert done.code == 0, done.stderr
     for shown in (
         reconcile("runs", "logs", run, "--database-url", db_url).stdout,
