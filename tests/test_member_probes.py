@@ -111,3 +111,19 @@ def test_a_member_cannot_name_a_workflow_outside_the_documented_form(world: Any,
     )
     assert attempt(conn, w, "developer", insert, {"p": w.project_a, "n": name}) == 0
     assert attempt(conn, w, "developer", insert, {"p": w.project_a, "n": "build-other"}) == 1
+
+
+def test_an_outsider_cannot_lock_another_projects_memberships(world: Any, db_url: str) -> None:
+    conn, w = world
+    owner_a = conn.execute(
+        "select id from ops.project_memberships where project_id = %s and role = 'owner'",
+        (w.project_a,),
+    ).fetchone()[0]
+    with psycopg.connect(db_url) as outsider:
+        become(outsider, w, "owner-b")
+        assert outsider.execute("select ops.remove_member(%s)", (owner_a,)).fetchone() == (False,)
+        # the outsider's transaction is still open: the row must not be held
+        conn.execute(
+            "select 1 from ops.project_memberships where id = %s for update nowait", (owner_a,)
+        )
+        outsider.rollback()

@@ -91,3 +91,41 @@ alter table ops.workflows
   add constraint workflows_name_format
   check (name ~ '^[A-Za-z0-9]([A-Za-z0-9 ._-]*[A-Za-z0-9._-])?$' and length(name) <= 100)
   not valid;
+
+-- * ops.remove_member() locked the membership (FOR UPDATE) before asking who called: anyone
+--   signed in, of any project, could hold another project's membership rows locked in an open
+--   transaction. The caller's role is now checked first; only then is the row locked (and read
+--   again, as it may have changed meanwhile).
+create or replace function ops.remove_member(p_membership_id uuid)
+returns boolean
+language plpgsql
+security definer
+set search_path = ''
+as $$
+declare
+  v_member ops.project_memberships;
+  v_role text;
+begin
+  v_role := ops.current_user_role(
+    (select m.project_id from ops.project_memberships m where m.id = p_membership_id));
+  if v_role is null then
+    return false;  -- no such membership, or not one of the caller's projects
+  end if;
+  select * into v_member from ops.project_memberships where id = p_membership_id for update;
+  if v_member.id is null then
+    return false;  -- removed meanwhile
+  end if;
+  if not (v_role = 'owner' or (v_role = 'admin' and v_member.role <> 'owner')) then
+    raise exception 'only an owner removes an owner, and an owner or admin another member'
+      using errcode = 'insufficient_privilege';
+  end if;
+  if v_member.role = 'owner' and ops.other_owners(v_member.project_id, v_member.id) = 0 then
+    raise exception using
+      errcode = 'check_violation',
+      message = 'a project keeps at least one owner: this is its last one',
+      hint = 'make another member owner first';
+  end if;
+  delete from ops.project_memberships where id = p_membership_id;
+  return true;
+end;
+$$;
