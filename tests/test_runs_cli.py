@@ -9,6 +9,7 @@ from typing import Any
 
 import psycopg
 import pytest
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from psycopg.types.json import Jsonb
 
 from tests.cli import reconcile
@@ -112,3 +113,34 @@ def test_a_steps_terminal_controls_are_shown_never_obeyed(
         assert not any(c in shown for c in "\x1b\x07\r\u202e"), repr(shown)
     logs = reconcile("runs", "logs", run, "--database-url", db_url).stdout
     assert "a\\x1b[2Jb\\x1b]52;c;ZXZpbA==\\x07c\\rd\\u202ee" in logs, repr(logs)
+
+
+def test_a_step_finds_no_password_of_the_worker_to_store(
+    conn: Conn, db_url: str, tmp_path: Path
+) -> None:
+    """A step runs as the worker's user: what it digs out of the worker (/proc/$PPID/environ,
+    its command line) must never reach the logs, whoever reads them."""
+    secret = "Sup3rSecretPw"
+    params = conninfo_to_dict(db_url)
+    params["password"] = secret
+    url = make_conninfo(**params)
+    run = enqueue(
+        conn,
+        {
+            "steps": [
+                "echo env: $DATABASE_URL $PGPASSWORD",
+                "tr '\\000' '\\n' < /proc/$PPID/environ | grep -a DATABASE_URL || true",
+                f"echo {secret}",
+            ]
+        },
+    )
+    done = reconcile(
+        "worker", "--once", "--artifacts-dir", str(tmp_path), env={"DATABASE_URL": url}
+    )
+    assert done.code == 0, done.stderr
+    logs = [
+        m for (m,) in conn.execute("select message from ops.run_logs where run_id = %s", (run,))
+    ]
+    assert "env:" in "\n".join(logs)
+    assert not any(secret in m for m in logs), logs
+    assert secret not in done.stdout + done.stderr

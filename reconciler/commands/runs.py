@@ -17,7 +17,7 @@ from reconciler.db.connection import bound_waits, connect, user_errors
 from reconciler.db.queries import query
 from reconciler.db.target import open_target
 from reconciler.errors import ReconcilerError
-from reconciler.worker import Worker, WorkerOptions
+from reconciler.worker import Worker, WorkerOptions, hide_from_steps
 
 Echo = Callable[[str], None]
 FINAL = ("succeeded", "failed", "canceled")
@@ -25,6 +25,7 @@ FINAL = ("succeeded", "failed", "canceled")
 
 def worker(url: str | None, lock_timeout_s: float, options: dict[str, Any], out: Echo) -> int:
     worker_id = options["worker_id"] or f"{socket.gethostname()}-{os.getpid()}"
+    hide_from_steps()
     with open_target(url, lock_timeout_s=lock_timeout_s) as target:
         with connect(target.conninfo) as conn, user_errors("starting the worker"):
             migrations.require_current(migrations.read_status(conn))
