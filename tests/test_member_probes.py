@@ -127,3 +127,15 @@ def test_an_outsider_cannot_lock_another_projects_memberships(world: Any, db_url
             "select 1 from ops.project_memberships where id = %s for update nowait", (owner_a,)
         )
         outsider.rollback()
+
+
+def test_every_ops_function_pins_its_search_path(conn: Conn) -> None:
+    """No function of the schema resolves a name through the caller's search_path, where a
+    role that may create objects in `public` (Supabase's API roles) could put its own.
+    ops.email_key stays inlinable for its index and calls only pg_catalog's functions."""
+    loose = conn.execute(
+        "select p.oid::regprocedure::text from pg_proc p "
+        "join pg_namespace n on n.oid = p.pronamespace "
+        "where n.nspname = 'ops' and not coalesce(p.proconfig::text like '%search_path=%', false)"
+    ).fetchall()
+    assert loose == [("ops.email_key(text)",)]

@@ -129,3 +129,14 @@ begin
   return true;
 end;
 $$;
+
+-- * Trigger functions that still resolved names through the caller's search_path now have an
+--   empty one (every name in them is qualified): on Supabase, `authenticated` and `anon` may
+--   create objects in `public`, which is on the reconciler's own search_path when it fires them.
+alter function ops.validate_run_insert() set search_path = '';
+alter function ops.validate_run_status_transition() set search_path = '';
+alter function ops.record_run_status_change() set search_path = '';
+alter function ops.refuse_run_event_update() set search_path = '';
+alter function ops.clear_spec_hash() set search_path = '';
+alter function ops.notify_runs_queued() set search_path = '';
+alter function ops.fill_run_commit() set search_path = '';
