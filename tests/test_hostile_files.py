@@ -349,6 +349,14 @@ CASES: list[Case] = [
         Case("", {"case.yaml": "--- !Ref\n"}, (("case.yaml", 1, E105),)),
     ),
     named("overflowing-float", one("tool", 6, "config: {x: 1.0e+400}", 6, E111)),
+    # YAML 1.1 numbers JSON and YAML 1.2 read differently (or not at all): never silently
+    named("yaml11-octal", one("tool", 6, "config: {mode: 017}", 6, E111)),
+    named("yaml11-hex", one("tool", 6, "config: {port: 0x1f90}", 6, E111)),
+    named("yaml11-binary", one("tool", 6, "config: {flags: 0b101}", 6, E111)),
+    named("yaml11-underscores", one("tool", 6, "config: {workers: 1_000}", 6, E111)),
+    named("yaml11-sexagesimal", one("tool", 6, "config: {at: 10:30}", 6, E111)),
+    named("yaml11-plus-sign", one("tool", 6, "config: {n: +1}", 6, E111)),
+    named("yaml11-bare-fraction", one("tool", 6, "config: {n: .5}", 6, E111)),
     # --- what the file is -----------------------------------------------------------------
     named(
         "symlink-dev-zero", Case("", {"case.yaml": Link("/dev/zero")}, (("case.yaml", 1, E151),))
