@@ -9,6 +9,10 @@
 * claim latency: one idle worker waits (LISTEN, 5 s poll); 200 runs are enqueued one at a time;
   claimed_at - created_at, p50 and p99.
 * pgqueuer: the same server, N no-op jobs enqueued in one batch, drained by one QueueManager.
+* checkout: a run's code from a local mirror (reconciler.checkout.materialize) of a repository
+  of 500 files: the first run on a host (the mirror fetched), then warm runs (no fetch).
+* container start: one run of 10 `true` steps on the in-memory queue, as sandboxed processes and
+  in a container (podman or docker, a busybox image built locally); the difference per step.
 """
 
 from __future__ import annotations
@@ -142,6 +146,54 @@ def pgqueuer_drain(admin: str, jobs: int) -> float:
     return asyncio.run(drain())
 
 
+def checkout_cost(files: int = 500, warm_runs: int = 20) -> tuple[float, float]:
+    """Seconds for the first checkout (mirror fetched) and the mean of warm ones."""
+    from reconciler.checkout import materialize  # noqa: PLC0415
+    from tests.gitrepo import Repo  # noqa: PLC0415
+
+    with tempfile.TemporaryDirectory() as folder:
+        root = Path(folder)
+        repo = Repo(root / "code")
+        for i in range(files):
+            repo.write(f"addons/mod{i % 25}/file{i}.py", f"# file {i}\n" * 40)
+        sha = repo.commit("code")
+        started = time.perf_counter()
+        materialize(str(repo.root), sha, root / "w0", root / "mirrors")
+        first = time.perf_counter() - started
+        started = time.perf_counter()
+        for i in range(1, warm_runs + 1):
+            materialize(str(repo.root), sha, root / f"w{i}", root / "mirrors")
+        return first, (time.perf_counter() - started) / warm_runs
+
+
+def container_overhead(steps: int = 10) -> float | None:
+    """Seconds a container step costs more than a sandboxed process step (None: no runtime)."""
+    from reconciler.worker import Setup, Worker  # noqa: PLC0415
+    from reconciler.worker.executors import ExecutorKind  # noqa: PLC0415
+    from reconciler.worker.queue import InMemoryQueue  # noqa: PLC0415
+    from tests.containers import busybox_image, runtime  # noqa: PLC0415
+
+    found = runtime()
+    if found is None:
+        return None
+    image = busybox_image()
+    timings = {}
+    for tool in (None, "busybox@1"):
+        queue = InMemoryQueue(tools={("busybox", "1"): image})
+        config: dict[str, object] = {"steps": ["true"] * steps}
+        if tool:
+            config["tool"] = tool
+        run = queue.add(config)
+        options = WorkerOptions(
+            worker_id="bench", artifacts_dir=Path(tempfile.gettempdir()), once=True, lease_s=30
+        )
+        started = time.perf_counter()
+        Worker(queue, options, Setup(executor=ExecutorKind(found.kind.value))).run()
+        timings[tool] = time.perf_counter() - started
+        assert run.status == "succeeded", run.error
+    return (timings["busybox@1"] - timings[None]) / steps
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--runs", type=int, default=10000)
@@ -150,7 +202,21 @@ def main() -> None:
         "--concurrency", type=int, nargs="+", default=[1, 8], help="runs in flight per worker"
     )
     parser.add_argument("--database-url", default=os.environ.get("DATABASE_URL"))
+    parser.add_argument(
+        "--only", choices=["lifecycle", "runs"], help="runs: only checkout and container figures"
+    )
     args = parser.parse_args()
+    if args.only != "lifecycle":
+        first, warm = checkout_cost()
+        print(f"checkout of 500 files: first run {first * 1000:.0f} ms, warm {warm * 1000:.0f} ms")
+        overhead = container_overhead()
+        print(
+            "container start: not measured (no podman or docker)"
+            if overhead is None
+            else f"container start: {overhead * 1000:.0f} ms more per step than a process step"
+        )
+        if args.only == "runs":
+            return
     with server(args.database_url) as admin:
         for concurrency in args.concurrency:
             for workers in args.workers:

@@ -249,6 +249,29 @@ def history(database_url: str | None, lock_timeout: float, limit: int, output: s
     default=Path("artifacts"),
     show_default=True,
 )
+@click.option(
+    "--executor",
+    type=click.Choice(["process", "podman", "docker"]),
+    default=None,
+    help="Where steps of a workflow with a `tool` run (default: podman, else docker, found "
+    "when needed); `process` runs every step as a sandboxed process.",
+)
+@click.option(
+    "--mirrors-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Where the worker keeps one bare mirror per code repository (default: `mirrors` in "
+    "its state folder, $RECONCILE_STATE_DIR or /var/lib/ops-reconciler as root).",
+)
+@click.option(
+    "--secrets-file",
+    type=click.Path(dir_okay=False, exists=True, path_type=Path),
+    help="NAME=value lines: the secrets workflows may ask for (config.secrets).",
+)
+@click.option(
+    "--secrets-env-prefix",
+    help="Take the secrets from this worker's variables PREFIX<NAME> instead.",
+)
 def worker(database_url: str | None, lock_timeout: float, **options: Any) -> None:
     """Claim queued runs and execute them (SIGTERM: finish the current run, then stop)."""
     sys.exit(runs_commands.worker(database_url, lock_timeout, options, echo))

@@ -119,7 +119,7 @@ class GitTree:
         for item in items:
             if item.type != "blob":
                 continue
-            relative = posixpath.relpath(item.path, self.prefix or ".")
+            relative = item.path[len(self.prefix) + 1 :] if self.prefix else item.path
             try:
                 if item.name.endswith((".yaml", ".yml")):
                     found.append((relative, self._regular(item)))

@@ -401,5 +401,34 @@ def test_broken_files(
     apply_and_check(tmp_path / "state", supabase_like_db, capsys, file, line, code)
 
 
+@pytest.mark.parametrize(
+    ("files", "file", "line", "code"),
+    [f[1:] for f in FILES if f[4] != "E130"],  # users are checked against the database
+    ids=[f[0] for f in FILES if f[4] != "E130"],
+)
+def test_validate_reports_the_same_problems_from_a_warm_cache(
+    tmp_path: Path,
+    capsys: Any,
+    monkeypatch: pytest.MonkeyPatch,
+    files: dict[str, str],
+    file: str,
+    line: int,
+    code: str,
+) -> None:
+    """validate skips loading the resources when the slots show nothing across files; from a
+    cache (the second run) the problems must be the same as from a parse."""
+    write(tmp_path / "state", files)
+    monkeypatch.setenv("RECONCILE_CACHE_DIR", str(tmp_path / "cache"))
+    said = []
+    for _ in range(2):
+        assert main(["validate", "-C", str(tmp_path / "state")]) == 1
+        said.append(capsys.readouterr().err)
+    assert said[0] == said[1]
+    found = [LINE.match(text) for text in said[0].strip().splitlines()[:-1]]
+    assert any(
+        p["file"] == file and int(p["line"]) == line and p["code"] == code for p in found if p
+    ), said[0]
+
+
 def test_the_corpus_is_large_enough() -> None:
     assert len(MUTATIONS) + len(FILES) >= 100

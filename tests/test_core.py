@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import json
+import random
 from typing import Any
 
 import pytest
 
 from reconciler.core import render
-from reconciler.core.desired import assemble
+from reconciler.core.desired import assemble, clean_across_files, make
 from reconciler.core.plan import (
     Change,
     GitContext,
@@ -24,6 +25,7 @@ from reconciler.core.plan import (
     refusal,
     resolve_members,
 )
+from reconciler.core.problems import Source
 from reconciler.core.summary import GroupState, combine, stale_groups, summarize
 from reconciler.core.validate import check_file
 from reconciler.core.yamldoc import parse
@@ -392,3 +394,27 @@ def test_markdown_of_a_ten_thousand_project_change_fits_one_comment() -> None:
     text = render.to_markdown(Plan(changes, (), "e" * 40, "main"))
     assert len(changes) == 160_000 and len(text) < render.MARKDOWN_LIMIT
     assert "160000 to update" in text and "more line(s), not shown" in text
+
+
+def test_the_slot_check_agrees_with_assemble() -> None:
+    """validate skips loading resources when the slots alone show nothing across files:
+    that must be exactly when `assemble` finds no problem."""
+    rng = random.Random(12)
+    where = Source("f.yaml")
+    kinds = {
+        "project": lambda: (rng.choice("ab"),),
+        "workflow": lambda: (rng.choice("abc"), "build", rng.choice("xy")),
+        "membership": lambda: (rng.choice("abc"), rng.choice("uv")),
+        "tool": lambda: ("odoo", rng.choice(["17.0", "18.0"])),
+    }
+    outcomes = set()
+    for _ in range(400):
+        resources = [
+            make(kind, kinds[kind](), {}, where, inline=rng.random() < 0.5)
+            for kind in rng.choices(list(kinds), k=rng.randint(0, 6))
+        ]
+        _, problems = assemble(resources, known_projects=set())
+        clean = clean_across_files((r.kind, r.identity) for r in resources)
+        assert clean == (problems == [])
+        outcomes.add(clean)
+    assert outcomes == {True, False}

@@ -11,8 +11,10 @@ from pathlib import Path
 
 import psycopg
 import pytest
+import yaml
 from psycopg.conninfo import make_conninfo
 
+from reconciler.commands.reconcile import cache_dir
 from tests.gitrepo import Repo
 
 pytestmark = pytest.mark.slow
@@ -54,6 +56,20 @@ def test_this_repositorys_copies_follow_the_templates(template: Path) -> None:
     assert [line for line in ours.splitlines() if not line.startswith(allowed)] == [
         line for line in template.read_text().splitlines() if not line.startswith(allowed)
     ]
+
+
+@pytest.mark.parametrize("template", sorted(TEMPLATES.glob("*.yml")), ids=lambda p: p.name)
+def test_every_job_restores_the_parse_cache_where_reconcile_keeps_it(
+    template: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A runner starts empty: the cache, restored, spares parsing the unchanged files."""
+    workflow = yaml.safe_load(template.read_text())
+    monkeypatch.delenv("RECONCILE_CACHE_DIR", raising=False)
+    monkeypatch.delenv("XDG_CACHE_HOME", raising=False)
+    for job in workflow["jobs"].values():
+        [cache] = [s for s in job["steps"] if s.get("uses", "").startswith("actions/cache@")]
+        assert Path(cache["with"]["path"]).expanduser() == cache_dir()
+        assert cache["with"]["key"].startswith(cache["with"]["restore-keys"])
 
 
 def github_env(repo: Repo, tmp_path: Path, event: str, **extra: str) -> dict[str, str]:

@@ -86,12 +86,33 @@ def never_two_at_once(conn: Conn, run_id: Any) -> None:
             holding = False
 
 
+def step_processes(marker: str) -> list[int]:
+    """The host's processes whose command line holds `marker`."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if marker.encode() in (entry / "cmdline").read_bytes():
+                    found.append(int(entry.name))
+            except OSError:
+                continue
+    return found
+
+
 def test_kill_9_a_worker_mid_run(conn: Conn, db_url: str, tmp_path: Path) -> None:
     """20 trials: the run is re-queued within two lease periods, the killed worker's late
-    write is refused, and the run is never held by two workers at once."""
+    write is refused, the run is never held by two workers at once, and no process of the
+    step (background, double-forked or setsid'd) outlives the worker."""
     env = {k: v for k, v in os.environ.items() if k != "DATABASE_URL"}
     for trial in range(20):
-        [run] = enqueue(conn, ["echo started; sleep 30"])
+        marker = f"{7000 + trial}.{os.getpid()}"  # a sleep no other process runs
+        [run] = enqueue(
+            conn,
+            [
+                f"setsid sh -c 'sleep {marker}1' & (sleep {marker}2 &); "
+                f"sh -c 'trap : TERM HUP; sleep {marker}3' & echo started; sleep {marker}4"
+            ],
+        )
         worker = subprocess.Popen(
             [
                 sys.executable,
@@ -116,10 +137,15 @@ def test_kill_9_a_worker_mid_run(conn: Conn, db_url: str, tmp_path: Path) -> Non
         try:
             assert wait_for(lambda run=run: status(conn, run) == "running", 20)
             token = scalar(conn, "select lease_token from ops.runs where id = %s", (run,))
+            assert wait_for(lambda marker=marker: len(step_processes(marker)) >= 4, 10)
         finally:
             worker.send_signal(signal.SIGKILL)
             worker.wait()
         killed_at = time.monotonic()
+        # the kernel ends the step's PID namespace with the worker: gone before the lease lapses
+        assert wait_for(lambda marker=marker: not step_processes(marker), LEASE_S / 2), [
+            (p, Path(f"/proc/{p}/cmdline").read_bytes()) for p in step_processes(marker)
+        ]
         assert wait_for(
             lambda run=run: (
                 (scalar(conn, "select ops.reap_expired_runs()") or 1)

@@ -25,6 +25,11 @@ class Refs:
 
 
 def run(options: Options, refs: Refs, out: Echo) -> int:
+    with files.without_cyclic_gc():
+        return _run(options, refs, out)
+
+
+def _run(options: Options, refs: Refs, out: Echo) -> int:
     base = _at_ref(options.state_dir, refs.base)
     head = _at_ref(options.state_dir, refs.head) if refs.head else _working_tree(options)
     base_groups, _ = combine(f.summary for f in base.files.values())

@@ -67,10 +67,14 @@ def resource_key(kind: str, identity: Identity) -> str:
     return "/".join(identity)
 
 
+# json.dumps with options builds an encoder per call; this runs for every resource of a fleet.
+_CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
 def digest_of(kind: str, fields: dict[str, Any]) -> str:
     """What a row is compared on; a membership's user is its identity, resolved elsewhere."""
     compared = {k: v for k, v in fields.items() if not (kind == "membership" and k == "user")}
-    text = json.dumps(compared, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    text = _CANONICAL.encode(compared)
     return hashlib.blake2b(text.encode(), digest_size=16).hexdigest()
 
 
@@ -233,7 +237,8 @@ class DesiredState:
 def assemble(
     resources: Iterable[Resource], known_projects: set[str]
 ) -> tuple[DesiredState, list[Problem]]:
-    """Index the resources (in file order); report duplicates and unknown projects."""
+    """Index the resources (in file order); report duplicates and unknown projects. (A new
+    check here needs its slot-only twin in `clean_across_files`.)"""
     indexed: dict[Slot, Resource] = {}
     found: list[Problem] = []
     for resource in resources:
@@ -253,6 +258,23 @@ def assemble(
                 )
             )
     return DesiredState(indexed), found
+
+
+def clean_across_files(slots: Iterable[Slot]) -> bool:
+    """Whether `assemble` (with no projects known from a database) would find nothing: no
+    slot twice, no workflow or membership of a project not among them. Needs only slots, so
+    a valid fleet is checked without loading its resources; when False, `assemble` tells."""
+    seen: set[Slot] = set()
+    count = 0
+    for slot in slots:
+        seen.add(slot)
+        count += 1
+    if len(seen) != count:
+        return False
+    projects = {identity[0] for kind, identity in seen if kind == "project"}
+    return all(
+        identity[0] in projects for kind, identity in seen if kind in ("workflow", "membership")
+    )
 
 
 def _duplicate(resource: Resource, first: Resource) -> Problem:

@@ -1,4 +1,11 @@
-"""Validation of documents against the JSON Schemas in `schemas/` (the single source of rules)."""
+"""Validation of documents against the JSON Schemas in `schemas/` (the single source of rules).
+
+Two engines read the same schema files. A compiled one (jsonschema-rs) answers "is this
+document valid?" about 90 times faster than the pure-Python one, and a fleet's documents are
+nearly all valid; only a document it rejects (or cannot take: a value JSON has no type for) goes
+through the detailed one (jsonschema), whose errors carry the paths the problems are reported
+at, so every problem's code, message and position is the detailed engine's, as before.
+"""
 
 from __future__ import annotations
 
@@ -6,11 +13,13 @@ import json
 import re
 from functools import cache
 from importlib import resources
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from jsonschema import Draft202012Validator
-from jsonschema.exceptions import ValidationError
-from referencing import Registry, Resource
+import jsonschema_rs
+
+if TYPE_CHECKING:  # jsonschema is imported when a document fails (0.12 s of every start)
+    from jsonschema import Draft202012Validator
+    from jsonschema.exceptions import ValidationError
 
 from reconciler.core import problems as codes
 from reconciler.core.problems import Problem
@@ -48,13 +57,75 @@ _JSON_TYPES = {
 
 
 @cache
-def validators() -> dict[str, Draft202012Validator]:
-    """One validator per kind, with every schema file registered for the cross-file $refs."""
+def _schemas() -> dict[str, Any]:
     folder = resources.files("reconciler.schemas")
-    schemas = {
+    return {
         name: json.loads(folder.joinpath(f"{name}.json").read_text(encoding="utf-8"))
         for name in KINDS.values()
     }
+
+
+# Python's `\s` (what jsonschema's `re` matches): the compiled engine's `\s` differs (it takes
+# U+FEFF, and not U+001C-U+001F or U+0085), so its patterns spell Python's class out.
+_PY_SPACE = r"\t-\r\x1c-\x20\x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000"
+
+
+def python_pattern(pattern: str) -> str:
+    r"""`pattern` with every `\s` written as the class Python's `re` means by it."""
+    out: list[str] = []
+    class_start = -1  # where the open character class's items start; -1: not in one
+    i = 0
+    while i < len(pattern):
+        char = pattern[i]
+        if char == "\\" and i + 1 < len(pattern):
+            escaped = pattern[i : i + 2]
+            if escaped == r"\s":
+                escaped = _PY_SPACE if class_start >= 0 else f"[{_PY_SPACE}]"
+            out.append(escaped)
+            i += 2
+            continue
+        out.append(char)
+        i += 1
+        if char == "[" and class_start < 0:
+            if pattern.startswith("^", i):
+                out.append("^")
+                i += 1
+            class_start = len(out)
+        elif char == "]" and class_start >= 0 and len(out) - 1 > class_start:
+            class_start = -1
+    return "".join(out)
+
+
+def _python_patterns(schema: Any) -> Any:
+    if isinstance(schema, dict):
+        return {
+            k: python_pattern(v) if k == "pattern" and isinstance(v, str) else _python_patterns(v)
+            for k, v in schema.items()
+        }
+    if isinstance(schema, list):
+        return [_python_patterns(v) for v in schema]
+    return schema
+
+
+@cache
+def compiled() -> dict[str, Any]:
+    """The fast path: one compiled validator per kind, the same files and $refs (patterns
+    in Python's meaning, see `python_pattern`)."""
+    schemas = {name: _python_patterns(schema) for name, schema in _schemas().items()}
+    registry = jsonschema_rs.Registry([(schema["$id"], schema) for schema in schemas.values()])
+    return {
+        kind: jsonschema_rs.Draft202012Validator(schemas[name], registry=registry)
+        for kind, name in KINDS.items()
+    }
+
+
+@cache
+def validators() -> dict[str, Draft202012Validator]:
+    """One validator per kind, with every schema file registered for the cross-file $refs."""
+    from jsonschema import Draft202012Validator  # noqa: PLC0415  (see the imports)
+    from referencing import Registry, Resource  # noqa: PLC0415
+
+    schemas = _schemas()
     registry: Registry[Any] = Registry().with_resources(
         (schema["$id"], Resource.from_contents(schema)) for schema in schemas.values()
     )
@@ -77,8 +148,18 @@ def check(document: Document) -> list[Problem]:
     header = _check_header(document)
     if header:
         return header
+    if _valid(value["kind"], value):
+        return []
     validator = validators()[value["kind"]]
     return sorted(_problem(document, error) for error in validator.iter_errors(value))
+
+
+def _valid(kind: str, value: dict[str, Any]) -> bool:
+    """The compiled engine's verdict; False (ask the detailed one) when it cannot decide."""
+    try:
+        return bool(compiled()[kind].is_valid(value))
+    except (ValueError, TypeError, OverflowError):
+        return False
 
 
 def _check_header(document: Document) -> list[Problem]:

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -87,8 +88,7 @@ def parse(file: str, text: str) -> tuple[list[Document], list[Problem]]:
         _check_text(file, text)
         prepared, restore = _yaml12_breaks(file, text)
         composer = _Composer(file, restore)
-        for event in yaml.parse(prepared, Loader=_Loader):
-            composer.feed(event)
+        _feed_all(composer, prepared)
     except _Stop as stop:
         return [], [stop.problem]
     except yaml.MarkedYAMLError as exc:
@@ -100,6 +100,18 @@ def parse(file: str, text: str) -> tuple[list[Document], list[Problem]]:
     except yaml.YAMLError as exc:
         return [], [Problem(Source(file), YAML_SYNTAX, f"invalid YAML: {exc}")]
     return composer.documents, composer.problems
+
+
+def _feed_all(composer: _Composer, text: str) -> None:
+    """libyaml's events, straight from its parser (not through yaml.parse's generator)."""
+    loader = _Loader(text)
+    handlers = composer.handlers()
+    try:
+        while (event := loader.get_event()) is not None:
+            if (handler := handlers.get(type(event))) is not None:
+                handler(event)
+    finally:
+        loader.dispose()
 
 
 def _check_text(file: str, text: str) -> None:
@@ -190,19 +202,18 @@ class _Composer:
     def problem(self, event: yaml.Event, code: str, message: str) -> None:
         self.problems.append(Problem(self.source(event), code, message))
 
-    def feed(self, event: yaml.Event) -> None:
-        if isinstance(event, yaml.DocumentStartEvent):
-            self._begin()
-        elif isinstance(event, yaml.DocumentEndEvent):
-            self._end_document()
-        elif isinstance(event, yaml.ScalarEvent):
-            self._scalar(event)
-        elif isinstance(event, yaml.AliasEvent):
-            self._alias(event)
-        elif isinstance(event, yaml.MappingStartEvent | yaml.SequenceStartEvent):
-            self._open(event)
-        elif isinstance(event, yaml.MappingEndEvent | yaml.SequenceEndEvent):
-            self._close()
+    def handlers(self) -> dict[type[yaml.Event], Callable[[Any], None]]:
+        """What each event does, looked up by its type (once per event: the hot path)."""
+        return {
+            yaml.DocumentStartEvent: lambda _: self._begin(),
+            yaml.DocumentEndEvent: lambda _: self._end_document(),
+            yaml.ScalarEvent: self._scalar,
+            yaml.AliasEvent: self._alias,
+            yaml.MappingStartEvent: self._open,
+            yaml.SequenceStartEvent: self._open,
+            yaml.MappingEndEvent: lambda _: self._close(),
+            yaml.SequenceEndEvent: lambda _: self._close(),
+        }
 
     def _end_document(self) -> None:
         if self.has_root and not self.empty_root:
@@ -274,7 +285,7 @@ class _Composer:
     def _construct(self, event: yaml.ScalarEvent, text: str, record: bool) -> Any:
         tag = event.tag
         if tag is None or tag == "!":
-            tag = self._resolver.resolve(yaml.ScalarNode, text, event.implicit)  # type: ignore[no-untyped-call]
+            tag = _resolved(self._resolver, text, event.implicit)
         if tag in _TEXT_TAGS:
             return self._text(event, text, record)
         if tag not in _SCALAR_TAGS:
@@ -398,6 +409,23 @@ def _not_decimal(text: str, value: float) -> str:
         f"{shown(text)} is read by YAML 1.1 as the number {value!r}; write the number in "
         f'decimal as JSON does, or quote it if it is text: "{text}"'
     )
+
+
+_RESOLVED: dict[tuple[str, tuple[bool, bool]], str] = {}  # untagged scalar -> its tag
+_RESOLVED_MAX = 4096
+
+
+def _resolved(resolver: Resolver, text: str, implicit: tuple[bool, bool]) -> str:
+    """The tag YAML gives an untagged scalar: a pure function of its text and style, run
+    through a few regular expressions; a fleet repeats the same short values (main, build,
+    true, 18.0...), so the answers for short texts are remembered (a bounded table)."""
+    key = (text, implicit)
+    tag = _RESOLVED.get(key)
+    if tag is None:
+        tag = resolver.resolve(yaml.ScalarNode, text, implicit)  # type: ignore[no-untyped-call]
+        if len(text) <= 64 and len(_RESOLVED) < _RESOLVED_MAX:
+            _RESOLVED[key] = tag
+    return tag
 
 
 _NUL = "a NUL character (U+0000) cannot be stored (PostgreSQL text cannot hold it)"
