@@ -26,6 +26,7 @@ from reconciler.commands import reconcile as reconcile_commands
 from reconciler.commands import runs as runs_commands
 from reconciler.core.plan import Safety
 from reconciler.core.problems import Problem
+from reconciler.core.render import for_terminal
 from reconciler.db import secrets, target
 from reconciler.errors import ReconcilerError
 
@@ -180,12 +181,12 @@ def database_options(func: F) -> F:
 
 
 def echo(text: str) -> None:
-    click.echo(secrets.redact(text))
+    click.echo(for_terminal(secrets.redact(text)))
 
 
 def echo_error(text: str) -> None:
     """Every line on stderr goes through here: never a password, whatever failed."""
-    click.echo(secrets.redact(text), err=True)
+    click.echo(for_terminal(secrets.redact(text)), err=True)
 
 
 def output_option(*choices: str) -> Callable[[F], F]:

@@ -144,6 +144,9 @@ def state_files(root: Path) -> list[str]:
         prefix = "" if relative == "." else relative.replace(os.sep, "/") + "/"
         subfolders[:] = sorted(d for d in subfolders if not ignored.folder(prefix + d))
         found += [prefix + f for f in files if not ignored.file(prefix + f)]
+        # a link to a folder is not followed; it is listed so that its files are not
+        # silently missing (the reader refuses it with a problem on the link)
+        found += [prefix + d for d in subfolders if os.path.islink(os.path.join(folder, d))]
     return sorted(found)
 
 

@@ -16,8 +16,8 @@ from reconciler.core.plan import GitContext
 from reconciler.core.repository import refusal, without_credentials
 from reconciler.errors import ReconcilerError
 from reconciler.ignore import IGNORE_FILE, Ignored
+from reconciler.reading import FOLDER_LINK, Refused
 from reconciler.reading import OUTSIDE as _OUTSIDE
-from reconciler.reading import Refused
 
 # Where CI systems say which branch they build (a CI checkout is often a detached HEAD).
 _SYMLINK = 0o120000  # a git tree entry's mode for a symbolic link (its blob is the target)
@@ -125,14 +125,16 @@ class GitTree:
 
         items: Iterable[Any] = tree_any.traverse(prune=prune)
         for item in items:
-            if item.type == "blob" and not ignored.file(relative := self._relative(item.path)):
-                try:
-                    sha = self._regular(item)
-                except Refused as refused:
-                    self.refused.append((relative, refused))
-                else:
-                    if sha is not None:  # None: a link to a folder, not followed (as on disk)
-                        found.append((relative, sha))
+            if item.type != "blob":
+                continue
+            relative = self._relative(item.path)
+            try:
+                if not ignored.file(relative):
+                    found.append((relative, self._regular(item)))
+                elif item.mode == _SYMLINK and not ignored.folder(relative):
+                    self._refuse_folder_link(item)
+            except Refused as refused:
+                self.refused.append((relative, refused))
         return sorted(found)
 
     def _relative(self, path: str) -> str:
@@ -162,12 +164,22 @@ class GitTree:
             return _branch(self.repo)
         return None
 
-    def _regular(self, item: Any) -> str | None:
+    def _refuse_folder_link(self, link: Any) -> None:
+        """A link to a folder is not followed, as on disk: a problem on the link, never its
+        files silently missing. (A link to outside may be to a file: left alone, unread.)"""
+        try:
+            target = self._link_target(link)
+        except Refused:
+            return
+        if target.type == "tree":
+            raise Refused(codes.NOT_A_REGULAR_FILE, FOLDER_LINK)
+
+    def _regular(self, item: Any) -> str:
         """The sha of the regular file at `item`: itself, or what its symlink points to when
         that is a regular file inside the state directory (as on disk, see reading.py)."""
         for _ in range(_MAX_LINKS):
             if item.type != "blob":  # a folder or a submodule
-                return None
+                raise Refused(codes.NOT_A_REGULAR_FILE, FOLDER_LINK)
             if item.mode != _SYMLINK:
                 return str(item.hexsha)
             item = self._link_target(item)

@@ -34,6 +34,10 @@ OUTSIDE = (
     "a symbolic link to a file outside the state directory; reconcile reads only files "
     "inside it (copy the file in, or remove the link)"
 )
+FOLDER_LINK = (
+    "a symbolic link to a folder; reconcile does not follow links to folders, so the files "
+    "behind it would be missing from the plan (move them in, or remove the link)"
+)
 _KINDS = {
     st.S_IFIFO: "a FIFO (named pipe)",
     st.S_IFCHR: "a character device",
@@ -58,6 +62,8 @@ class StateReader:
             if os.path.commonpath([self.root, target]) != self.root:
                 raise Refused(codes.NOT_A_REGULAR_FILE, OUTSIDE)
         found = os.stat(path) if st.S_ISLNK(link.st_mode) else link
+        if st.S_ISLNK(link.st_mode) and st.S_ISDIR(found.st_mode):
+            raise Refused(codes.NOT_A_REGULAR_FILE, FOLDER_LINK)
         _require_regular(found.st_mode)
         self.total += found.st_size
         if found.st_size > limits.MAX_FILE_BYTES:

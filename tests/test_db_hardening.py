@@ -540,6 +540,11 @@ MALFORMED = [
     f"host=127.0.0.1 password = '{PASSWORD}' port=abc",
     f"host=127.0.0.1 password={PASSWORD} bogus",
     f"user=u password={PASSWORD} nosuchoption=1",
+    # found by trying: libpq quotes what it cannot parse, and pairing its quotes showed these
+    f"u:{PASSWORD}@127.0.0.1/x",  # no scheme: parsed as key=value settings
+    f"user=u password=xy {PASSWORD} host=h",  # an unquoted space in the password
+    PASSWORD,  # the password itself pasted as the URL
+    f'host=h password="{PASSWORD}" x',
 ]
 
 

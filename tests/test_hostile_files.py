@@ -349,6 +349,14 @@ CASES: list[Case] = [
         Case("", {"case.yaml": "--- !Ref\n"}, (("case.yaml", 1, E105),)),
     ),
     named("overflowing-float", one("tool", 6, "config: {x: 1.0e+400}", 6, E111)),
+    # YAML 1.1 numbers JSON and YAML 1.2 read differently (or not at all): never silently
+    named("yaml11-octal", one("tool", 6, "config: {mode: 017}", 6, E111)),
+    named("yaml11-hex", one("tool", 6, "config: {port: 0x1f90}", 6, E111)),
+    named("yaml11-binary", one("tool", 6, "config: {flags: 0b101}", 6, E111)),
+    named("yaml11-underscores", one("tool", 6, "config: {workers: 1_000}", 6, E111)),
+    named("yaml11-sexagesimal", one("tool", 6, "config: {at: 10:30}", 6, E111)),
+    named("yaml11-plus-sign", one("tool", 6, "config: {n: +1}", 6, E111)),
+    named("yaml11-bare-fraction", one("tool", 6, "config: {n: .5}", 6, E111)),
     # --- what the file is -----------------------------------------------------------------
     named(
         "symlink-dev-zero", Case("", {"case.yaml": Link("/dev/zero")}, (("case.yaml", 1, E151),))
@@ -386,6 +394,25 @@ CASES: list[Case] = [
         Case("", {"case.yaml": Link("pipe"), "pipe": Fifo()}, (("case.yaml", 1, E151),)),
     ),
     named("socket", Case("", {"case.yaml": Sock()}, (("case.yaml", 1, E151),))),
+    # a link to a folder is not followed: a problem on the link, never its files silently gone
+    named(
+        "symlink-folder-outside",
+        Case("", {"projects": Link("/etc"), "t.yaml": TOOL_HEAD}, (("projects", 1, E151),)),
+    ),
+    named(
+        "symlink-folder-inside",
+        Case(
+            "",
+            {"real/t.yaml": TOOL_HEAD, "projects": Link("real")},
+            (("projects", 1, E151),),
+        ),
+    ),
+    named(
+        "symlink-folder-loop",
+        Case("", {"a/up": Link(".."), "t.yaml": TOOL_HEAD}, (("a/up", 1, E151),)),
+    ),
+    named("workflow-name-final-space", one("project", 13, '    name: "build-main "', 13, E113)),
+    named("workflow-name-first-space", one("project", 13, '    name: " build-main"', 13, E113)),
 ]
 
 
@@ -566,3 +593,25 @@ def test_diff_refuses_a_blob_past_the_size_limit_unread(tmp_path: Path) -> None:
     )
     assert done.returncode == 1, done.stderr
     assert problem_lines(done.stderr) == [("huge.yaml", 1, E106)]
+
+
+def test_diff_refuses_a_link_to_a_folder_as_on_disk(tmp_path: Path) -> None:
+    """A pull request that turns projects/ into a link must not show every project pruned:
+    the link is a problem, in git objects as on disk."""
+    repo = Repo(tmp_path / "repo")
+    repo.write("state/projects/tools.yaml", TOOL_HEAD)
+    repo.commit("base")
+    repo.git("branch", "base")
+    repo.git("mv", "state/projects", "state/real")
+    (repo.root / "state/projects").symlink_to("real")
+    (repo.root / "state/also.yaml").symlink_to("real")
+    repo.commit("link")
+    for head in (("--head", "HEAD"), ()):
+        done = bounded_reconcile("diff", "-C", str(repo.root / "state"), "--base", "base", *head)
+        assert done.returncode == 1, done.stderr
+        assert sorted(problem_lines(done.stderr)) == [
+            ("also.yaml", 1, E151),
+            ("projects", 1, E151),
+        ], head
+    done = bounded_reconcile("validate", "-C", str(repo.root / "state"))
+    assert sorted(problem_lines(done.stderr)) == [("also.yaml", 1, E151), ("projects", 1, E151)]

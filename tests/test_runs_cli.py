@@ -155,6 +155,24 @@ def test_cleanup_removes_expired_artifacts_and_old_logs(
     assert not stored.exists()
 
 
+def test_a_steps_terminal_controls_are_shown_never_obeyed(
+    conn: Conn, db_url: str, tmp_path: Path
+) -> None:
+    """A step's output is hostile: printed raw, `\\e[2J`, `\\r`, an OSC title or clipboard
+    write, or a right-to-left override would act on the operator's terminal."""
+    hostile = "a\\033[2Jb\\033]52;c;ZXZpbA==\\007c\\rd\\342\\200\\256e"
+    run = enqueue(conn, {"steps": [f"printf '{hostile}\\n'"]})
+    done = reconcile("worker", "--once", "--database-url", db_url, "--artifacts-dir", str(tmp_path))
+    assert done.code == 0, done.stderr
+    for shown in (
+        reconcile("runs", "logs", run, "--database-url", db_url).stdout,
+        done.stdout + done.stderr,
+    ):
+        assert not any(c in shown for c in "\x1b\x07\r\u202e"), repr(shown)
+    logs = reconcile("runs", "logs", run, "--database-url", db_url).stdout
+    assert "a\\x1b[2Jb\\x1b]52;c;ZXZpbA==\\x07c\\rd\\u202ee" in logs, repr(logs)
+
+
 def test_sigterm_finishes_the_run_in_flight_and_says_so(
     conn: Conn, db_url: str, tmp_path: Path
 ) -> None:

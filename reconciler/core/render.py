@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable
 from typing import Any
 
@@ -231,3 +232,25 @@ def _fit(head: list[str], body: list[str], limit: int) -> str:
         else []
     )
     return "\n".join([*head, *opening, *kept, *closing, *tail])
+
+
+# What a terminal obeys instead of printing: C0 controls but newline and tab, DEL, C1, and the
+# bidirectional overrides and isolates (which reorder what follows). A step's output, a run
+# event, a file name or a member's text can hold them; printed raw they clear the screen,
+# rewrite earlier lines (\r), set the title or the clipboard (OSC), or disguise text.
+_TERMINAL_CONTROLS = re.compile(
+    "\x1b\\[[0-9;]*m|[\x00-\x08\x0b-\x1f\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]"
+)
+
+
+def for_terminal(text: str) -> str:
+    """`text` with every terminal control shown as an escape (`\\x1b`, `\\r`, `\\u202e`);
+    colours (SGR sequences, as click.style makes them) are kept."""
+    return _TERMINAL_CONTROLS.sub(_shown_control, text)
+
+
+def _shown_control(match: re.Match[str]) -> str:
+    found = match.group()
+    if len(found) > 1:  # a colour
+        return found
+    return repr(found)[1:-1] if ord(found) < 0x100 else f"\\u{ord(found):04x}"

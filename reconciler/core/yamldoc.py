@@ -306,6 +306,10 @@ class _Composer:
             message = f"{shown(text)} is not a JSON number; quote it if it is text"
             self._refuse(event, WRONG_TYPE, message)
             return text
+        number = isinstance(value, int | float) and not isinstance(value, bool)
+        if number and tag_is_plain(event) and not _JSON_NUMBER.fullmatch(text):
+            self._refuse(event, WRONG_TYPE, _not_decimal(text, value))
+            return text
         return value
 
     def _text(self, event: yaml.ScalarEvent, text: str, record: bool) -> str:
@@ -392,6 +396,19 @@ class _Composer:
             self.stack[-1].key = _DROP  # the complex key is over: its value is dropped
             return
         self._place(node.value)
+
+
+# A plain number is read only when written as JSON writes it: YAML 1.1 also reads octal
+# (`017` is 15, where YAML 1.2 and JSON read 17), hex, binary, `1_000` and sexagesimal
+# (`10:30` is 630) numbers, which silently change what was meant.
+_JSON_NUMBER = re.compile(r"-?(?:0|[1-9][0-9]*)(?:\.[0-9]+)?(?:[eE][-+]?[0-9]+)?")
+
+
+def _not_decimal(text: str, value: float) -> str:
+    return (
+        f"{shown(text)} is read by YAML 1.1 as the number {value!r}; write the number in "
+        f'decimal as JSON does, or quote it if it is text: "{text}"'
+    )
 
 
 _RESOLVED: dict[tuple[str, tuple[bool, bool]], str] = {}  # untagged scalar -> its tag

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import re
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -58,8 +57,18 @@ def connect(url: str, *, autocommit: bool = False) -> psycopg.Connection[tuple[o
 
 
 def unquoted(message: str) -> str:
-    """libpq's parse error without the parts of the URL it quotes (they may hold the password)."""
-    return redact(re.sub(r'"[^"]{2,}"', '"..."', message))
+    """libpq's parse error without the parts of the URL it quotes (they may hold the password).
+
+    Everything from the first quote to the last is left out, whatever it holds: pairing the
+    quotes is not safe, as the quoted text may hold quotes itself (`missing "=" after
+    "u:pass@host"` came out as `"="..."u:pass@host"` when they were paired)."""
+    head, quote, rest = message.partition('"')
+    if not quote:
+        return redact(message)
+    if rest.startswith('=" after "'):
+        head, rest = head + '"=" after ', rest[len('=" after ') :]
+    tail = rest.rpartition('"')[2] if '"' in rest else ""
+    return redact(f'{head}"..."{tail}')
 
 
 def bound_waits(conn: psycopg.Connection[Any], timeout_s: float) -> None:

@@ -50,6 +50,9 @@ drop function if exists ops.finish_run(uuid, uuid, integer, text);
 drop function if exists ops.cancel_run(uuid, text);
 drop function if exists ops.leased_run(uuid, uuid, text[]);
 drop function if exists ops.notify_runs_queued();
+-- 0018 (member probes)
+drop function if exists ops.stamp_member_run();
+drop function if exists ops.caller_is_reconciler();
 -- 0014 (pipelines)
 drop function if exists ops.require_run_operator(uuid, text);
 drop function if exists ops.record_run_created();
