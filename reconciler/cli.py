@@ -120,11 +120,20 @@ def _flag(command: click.Command, name: str) -> str:
     return name
 
 
+class _Redacting(logging.Formatter):
+    """Debug lines go through the same redactor as every other line: never a password."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        return for_terminal(secrets.redact(super().format(record)))
+
+
 def apply_cli_only(ctx: click.Context, command: click.Command) -> None:
     """Consume the CliOnly options: --debug, and -C of the commands without files (the
     repository whose embedded database to use)."""
     if ctx.params.get("debug"):
-        logging.basicConfig(stream=sys.stderr, format="debug: %(message)s")
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(_Redacting("debug: %(message)s"))
+        logging.basicConfig(handlers=[handler])
         log.setLevel(logging.DEBUG)
     if isinstance(ctx.params.get("state_dir"), Path):
         target.use_repository(ctx.params["state_dir"])

@@ -318,6 +318,7 @@ create trigger clear_spec_hash before update on ops.workflows
 create function ops.anchor_schedule()
 returns trigger
 language plpgsql
+set search_path = ''
 as $$
 begin
   if tg_op = 'INSERT'
