@@ -52,8 +52,8 @@ class PostgresRunQueue:
     def finish_and_claim(
         self, finished: Sequence[Mapping[str, Any]], worker_id: str, lease_s: int, want: int
     ) -> list[Answer]:
-        if len(finished) <= 1 and want <= 1:  # one run in flight: the lighter calls
-            return self._one_by_one(finished, worker_id, lease_s, want)
+        """Finish the runs that are done and claim (and start) up to `want` more: one
+        statement each in the database (0021), one round trip and one commit here."""
         answer = self._one(
             "finish_and_claim_runs",
             finished=Jsonb(list(finished)),
@@ -62,19 +62,6 @@ class PostgresRunQueue:
             want=want,
         )
         return list(answer["next"]) if answer else []
-
-    def _one_by_one(
-        self, finished: Sequence[Mapping[str, Any]], worker_id: str, lease_s: int, want: int
-    ) -> list[Answer]:
-        if not finished:
-            claim = self._one("claim_run", worker_id=worker_id, lease_s=lease_s) if want else None
-            return [claim] if claim else []
-        done = finished[0]
-        if not want:
-            self.finish(done["run_id"], done["lease_token"], done["exit_code"], done["error"])
-            return []
-        answer = self._one("finish_and_claim_run", worker_id=worker_id, lease_s=lease_s, **done)
-        return [answer["next"]] if answer and answer.get("next") else []
 
     def heartbeat(self, run_id: str, token: str, lease_s: int) -> Answer:
         return dict(self._one("heartbeat_run", run_id=run_id, token=token, lease_s=lease_s))

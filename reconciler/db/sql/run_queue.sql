@@ -1,5 +1,6 @@
 -- The run queue of `reconcile worker` (reconciler/db/run_queue.py): every call a worker makes.
--- The functions are those of migration 0010; each write names the claim's lease token.
+-- The functions are those of migrations 0010 and 0021 (the batches); each write names the
+-- claim's lease token.
 
 -- name: reap_expired_runs
 select ops.reap_expired_runs(%(limit)s)
@@ -25,10 +26,3 @@ select docker_image from ops.tools where tool_name = %(tool_name)s and version =
 
 -- name: listen_runs
 listen ops_runs
-
--- name: claim_run
-select ops.claim_run(%(worker_id)s, %(lease_s)s, true)
-
--- name: finish_and_claim_run
-select ops.finish_and_claim_run(%(run_id)s, %(lease_token)s, %(exit_code)s, %(error)s,
-                                %(worker_id)s, %(lease_s)s)

@@ -1,0 +1,275 @@
+-- The queue in batches (issue 12): a worker claims, starts and finishes many runs per statement
+-- and per commit, and the audit trail is written per statement, not per row.
+-- * State-change events: one statement-level trigger with transition tables (REFERENCING OLD
+--   TABLE / NEW TABLE) writes the state_change rows of every run a statement moved, with one
+--   INSERT, instead of one trigger call and one INSERT per run. Same rows as 0004's trigger.
+-- * Claim and start in one move: queued -> running is legal only as a leased claim-and-start
+--   (a worker named, a fresh lease token, a lease that has not expired, the attempt counted):
+--   the trigger records it as the two moves it is (queued -> claimed, claimed -> running), two
+--   events in that order. Every other transition is what 0004 allows; the database still
+--   refuses the rest for every writer.
+-- * ops.claim_runs: up to N runs claimed and started by one statement (needs and lanes in force:
+--   only claimable runs, at most one per lane, the lane's advisory lock and busy check as in
+--   next_claimable_run); ops.finish_runs: a batch finished by one statement, each fenced by its
+--   lease token. finish_and_claim_runs (0010) now uses both: one round trip, one commit, two
+--   row writes per run.
+-- * A run's id never changes (the transition tables pair old and new rows by it).
+
+create or replace function ops.validate_run_status_transition()
+returns trigger
+language plpgsql
+as $$
+declare
+  v_lapsed boolean := old.lease_expires_at is not null and old.lease_expires_at <= now();
+  -- a claim and its start in one move: a worker, a fresh lease that holds, one more attempt
+  v_claim_and_start boolean := old.status = 'queued' and new.status = 'running'
+    and new.claimed_by is not null and new.lease_token is not null
+    and new.lease_token is distinct from old.lease_token
+    and new.lease_expires_at > now() and new.attempt = old.attempt + 1;
+begin
+  if new.id is distinct from old.id then
+    raise exception 'Invalid update: a run''s id cannot change (run %)', old.id
+      using errcode = 'check_violation';
+  end if;
+  if old.status in ('succeeded', 'failed', 'canceled') then
+    raise exception 'Invalid transition: final states cannot transition (run % is %)',
+      old.id, old.status using errcode = 'check_violation';
+  end if;
+
+  if new.status is distinct from old.status and not (
+       (old.status = 'queued' and new.status in ('claimed', 'canceled'))
+    or v_claim_and_start
+    or (old.status = 'claimed' and new.status in ('running', 'canceled'))
+    or (old.status = 'running' and new.status in ('succeeded', 'failed', 'canceled'))
+    or (old.status in ('claimed', 'running') and new.status = 'queued' and v_lapsed)
+    or (old.status = 'claimed' and new.status = 'failed' and v_lapsed)
+  ) then
+    raise exception using
+      message = format('Invalid transition: %s cannot go to %s%s', old.status, new.status,
+        case when new.status = 'queued' or (old.status = 'claimed' and new.status = 'failed')
+             then ' (only once its lease expired)'
+             when old.status = 'queued' and new.status = 'running'
+             then ' (only as a claim with a fresh lease)' else '' end),
+      errcode = 'check_violation';
+  end if;
+
+  if new.status in ('claimed', 'running') and new.claimed_by is null then
+    raise exception 'Invalid transition: a claimed run names its worker (claimed_by)'
+      using errcode = 'check_violation';
+  end if;
+
+  if new.status is distinct from old.status then
+    new.updated_at := now();
+    case new.status
+      when 'claimed' then new.claimed_at := coalesce(new.claimed_at, now());
+      when 'running' then
+        new.claimed_at := coalesce(new.claimed_at, now());
+        new.started_at := coalesce(new.started_at, now());
+      when 'queued' then
+        new.claimed_by := null;
+        new.claimed_at := null;
+        new.started_at := null;
+        new.lease_token := null;
+        new.lease_expires_at := null;
+      else
+        new.finished_at := coalesce(new.finished_at, now());
+        new.lease_expires_at := null;
+    end case;
+  end if;
+  return new;
+end;
+$$;
+
+-- The state_change rows of a statement's moves, in one INSERT. A claim-and-start writes the
+-- claim first (created_at one microsecond apart, so `order by created_at` keeps them in order).
+create function ops.record_run_status_changes()
+returns trigger
+language plpgsql
+set search_path = ''
+as $$
+begin
+  insert into ops.run_events (run_id, event_type, message, payload, created_at)
+  select n.id, 'state_change',
+    case m.status
+      when 'claimed' then 'Run claimed by worker'
+      when 'running' then 'Run started execution'
+      when 'canceled' then 'Run canceled'
+      when 'queued' then 'Run re-queued: its lease expired'
+      else format('Run completed with status: %s', m.status)
+    end,
+    jsonb_strip_nulls(jsonb_build_object(
+      'previous_status', m.previous,
+      'new_status', m.status,
+      'worker_id', coalesce(n.claimed_by, o.claimed_by),
+      'attempt', n.attempt,
+      'exit_code', n.exit_code,
+      'error_message', n.error_message
+    )),
+    clock_timestamp() + make_interval(secs => m.step * 0.000001)
+  from new_runs n
+  join old_runs o on o.id = n.id
+  cross join lateral (
+    select o.status as previous, n.status, 0 as step
+    where not (o.status = 'queued' and n.status = 'running')
+    union all
+    select * from (values ('queued', 'claimed', 0), ('claimed', 'running', 1)) s
+    where o.status = 'queued' and n.status = 'running'
+  ) m
+  where o.status is distinct from n.status
+  order by n.id, m.step;
+  return null;
+end;
+$$;
+
+drop trigger record_run_status_change on ops.runs;
+create trigger record_run_status_changes
+  after update on ops.runs
+  referencing old table as old_runs new table as new_runs
+  for each statement execute function ops.record_run_status_changes();
+
+-- Up to p_want runs claimed and started at once (queued -> running, two events each), in claim
+-- order, by one UPDATE. The runs are those next_claimable_run would give: queued, not waiting
+-- for a need, and of a lane only when its lane is free: at most one run per lane, under the
+-- lane's advisory lock, checked again under it. Returns what the worker needs of each run.
+create function ops.claim_runs(p_worker_id text, p_lease_seconds integer, p_want integer)
+returns jsonb
+language plpgsql
+set search_path = ''
+as $$
+declare
+  v_ids uuid[];
+  v_lanes uuid[];
+  v_projects uuid[];
+  v_groups text[];
+  v_claims jsonb;
+begin
+  if coalesce(p_worker_id, '') = '' or coalesce(p_lease_seconds, 0) < 1 then
+    raise exception 'claim_runs: a worker id and a lease of at least 1 second are required'
+      using errcode = 'invalid_parameter_value';
+  end if;
+  if coalesce(p_want, 0) < 1 then
+    return '[]'::jsonb;
+  end if;
+  with picked as materialized (
+    select q.id, q.project_id, q.concurrency_group, q.created_at
+    from ops.runs q
+    where q.status = 'queued' and not q.blocked
+      and (q.concurrency_group is null or not exists (
+        select from ops.runs o
+        where o.project_id = q.project_id and o.concurrency_group = q.concurrency_group
+          and o.status in ('claimed', 'running')))
+    order by q.created_at, q.id
+    for update of q skip locked
+    limit p_want
+  ), heads as (  -- the first run of each lane in the batch
+    select distinct on (c.project_id, c.concurrency_group) c.*
+    from picked c
+    where c.concurrency_group is not null
+    order by c.project_id, c.concurrency_group, c.created_at, c.id
+  )
+  select coalesce((select array_agg(c.id) from picked c where c.concurrency_group is null), '{}'),
+         h.ids, h.projects, h.groups
+  into v_ids, v_lanes, v_projects, v_groups
+  from (select array_agg(id) ids, array_agg(project_id) projects,
+               array_agg(concurrency_group) groups from heads) h;
+
+  -- a lane's run only under the lane's lock, the lane checked again under it (a statement of
+  -- its own: it sees what the lock's last holder committed)
+  for i in 1 .. coalesce(cardinality(v_lanes), 0) loop
+    if pg_try_advisory_xact_lock(hashtextextended(v_projects[i]::text || '/' || v_groups[i], 14))
+       and not ops.lane_busy(v_projects[i], v_groups[i]) then
+      v_ids := v_ids || v_lanes[i];
+    end if;
+  end loop;
+  if cardinality(v_ids) = 0 then
+    return '[]'::jsonb;
+  end if;
+
+  with moved as (
+    update ops.runs r
+    set status = 'running', claimed_by = p_worker_id, claimed_at = now(), started_at = now(),
+        attempt = r.attempt + 1, lease_token = gen_random_uuid(),
+        lease_expires_at = now() + make_interval(secs => p_lease_seconds)
+    where r.id = any(v_ids)
+    returning r.*
+  )
+  select coalesce(jsonb_agg(jsonb_build_object(
+      'run_id', m.id, 'project_id', m.project_id, 'workflow_id', m.workflow_id,
+      'run_number', m.run_number, 'attempt', m.attempt,
+      'lease_token', m.lease_token, 'lease_expires_at', m.lease_expires_at,
+      'metadata', m.metadata, 'project', p.slug, 'type', w.workflow_type,
+      'workflow', w.name, 'config', w.config, 'commit', m.git_commit, 'ref', m.git_ref,
+      'repository_url', m.repository_url, 'commit_sha', m.commit_sha
+    ) order by m.created_at, m.id), '[]'::jsonb)
+  into v_claims
+  from moved m
+  join ops.workflows w on w.id = m.workflow_id
+  join ops.projects p on p.id = w.project_id;
+  return v_claims;
+end;
+$$;
+
+-- A batch of runs finished by one UPDATE, each only while its lease token holds it (as
+-- finish_run): canceled when a cancel was requested, else succeeded on exit code 0, else
+-- failed. p_finished: [{run_id, lease_token, exit_code, error}]. Returns, in the same order,
+-- {ok, status} or {ok: false, error: 'lease lost'} for each.
+create function ops.finish_runs(p_finished jsonb)
+returns jsonb
+language plpgsql
+set search_path = ''
+as $$
+declare
+  v_answers jsonb;
+begin
+  with done as (
+    select d.*
+    from rows from (jsonb_to_recordset(coalesce(p_finished, '[]'::jsonb))
+                      as (run_id uuid, lease_token uuid, exit_code integer, error text))
+      with ordinality as d(run_id, lease_token, exit_code, error, n)
+  ), moved as (
+    update ops.runs r
+    set status = case
+          when r.cancel_requested_at is not null then 'canceled'
+          when r.status = 'claimed' then 'failed'
+          when d.exit_code = 0 then 'succeeded'
+          else 'failed' end,
+        exit_code = d.exit_code, error_message = d.error
+    from done d
+    where r.id = d.run_id and r.lease_token = d.lease_token
+      and r.status in ('claimed', 'running') and r.lease_expires_at > now()
+    returning r.id, r.status
+  )
+  select coalesce(jsonb_agg(case when m.id is null
+                                 then jsonb_build_object('ok', false, 'error', 'lease lost')
+                                 else jsonb_build_object('ok', true, 'status', m.status) end
+                            order by d.n), '[]'::jsonb)
+  into v_answers
+  from done d left join moved m on m.id = d.run_id;
+  return v_answers;
+end;
+$$;
+
+-- Replaces 0010's loop of finish_run and claim_run calls: the finishes, then the claims, each
+-- one statement. One round trip and one commit for the worker.
+create or replace function ops.finish_and_claim_runs(
+  p_finished jsonb, p_worker_id text, p_lease_seconds integer, p_want integer
+)
+returns jsonb
+language plpgsql
+set search_path = ''
+as $$
+begin
+  return jsonb_build_object(
+    'finished', ops.finish_runs(p_finished),
+    'next', ops.claim_runs(p_worker_id, p_lease_seconds, p_want)
+  );
+end;
+$$;
+
+revoke execute on function
+  ops.record_run_status_changes(), ops.claim_runs(text, integer, integer),
+  ops.finish_runs(jsonb)
+from public;
+grant execute on function
+  ops.claim_runs(text, integer, integer), ops.finish_runs(jsonb)
+to service_role;
