@@ -46,6 +46,10 @@ drop function if exists ops.append_run_logs(uuid, uuid, jsonb);
 drop function if exists ops.record_run_artifact(uuid, uuid, text, text, text, bigint, text, timestamptz, jsonb);
 drop function if exists ops.finish_and_claim_run(uuid, uuid, integer, text, text, integer);
 drop function if exists ops.finish_and_claim_runs(jsonb, text, integer, integer);
+-- 0021 (the queue in batches)
+drop function if exists ops.claim_runs(text, integer, integer);
+drop function if exists ops.finish_runs(jsonb);
+drop function if exists ops.record_run_status_changes();
 drop function if exists ops.finish_run(uuid, uuid, integer, text);
 drop function if exists ops.cancel_run(uuid, text);
 drop function if exists ops.leased_run(uuid, uuid, text[]);
