@@ -87,9 +87,7 @@ def test_a_finish_is_fenced_by_its_lease_token(conn: Conn, five: list[Any]) -> N
     assert finish_runs(conn, [done(first)]) == [{"ok": False, "error": "lease lost"}]
 
 
-def test_a_cancel_requested_while_running_finishes_as_canceled(
-    conn: Conn, five: list[Any]
-) -> None:
+def test_a_cancel_requested_while_running_finishes_as_canceled(conn: Conn, five: list[Any]) -> None:
     (claim,) = claim_runs(conn, 1)
     assert scalar(conn, "select ops.cancel_run(%s)", (five[0],))["status"] == "cancel_requested"
     assert finish_runs(conn, [done(claim)]) == [{"ok": True, "status": "canceled"}]
@@ -111,7 +109,9 @@ def test_claim_and_start_in_one_move_needs_a_fresh_lease(conn: Conn, five: list[
             pytest.raises(psycopg.errors.CheckViolation, match="Invalid transition"),
             conn.transaction(),
         ):
-            conn.execute(f"update ops.runs set status = 'running', {sets} where id = %s", (five[0],))
+            conn.execute(
+                f"update ops.runs set status = 'running', {sets} where id = %s", (five[0],)
+            )
     assert status_of(conn, five[0]) == "queued"
     assert state_changes(conn, five[0]) == []
 
@@ -170,6 +170,20 @@ def test_concurrent_batches_never_claim_a_run_twice(db_url: str, conn: Conn) -> 
     assert len(taken) == len(set(taken)) == 300
     assert scalar(conn, "select count(*) from ops.runs where status <> 'succeeded'") == 0
     assert (
-        scalar(conn, "select count(*) from ops.run_events where event_type = 'state_change'")
-        == 900
+        scalar(conn, "select count(*) from ops.run_events where event_type = 'state_change'") == 900
     )
+
+
+def test_a_newer_run_of_a_lane_waits_while_an_older_one_is_locked(db_url: str, conn: Conn) -> None:
+    """0020's rule in the batch: a lane's run only as the lane's head, locked rows included
+    (an older commit held by the reaper or another claimer must not be overtaken)."""
+    project = make_project(conn)
+    first = workflow(conn, project, "deploy", "deploy", lane="production")
+    second = workflow(conn, project, "deploy", "other", lane="production")
+    older, newer = push(conn, project, first, A), push(conn, project, second, A)
+    with psycopg.connect(db_url) as other:
+        other.execute("select 1 from ops.runs where id = %s for update", (older,))
+        assert claim_runs(conn, 10) == []
+        other.rollback()
+    assert [c["run_id"] for c in claim_runs(conn, 10)] == [str(older)]
+    assert status_of(conn, newer) == "queued"

@@ -1,4 +1,5 @@
-"""A claimed run, parsed once from what `ops.claim_run` or `ops.claim_runs` returns into a frozen typed record."""
+"""A claimed run, parsed once from what `ops.claim_run` or `ops.claim_runs` returns into a
+frozen typed record."""
 
 from __future__ import annotations
 

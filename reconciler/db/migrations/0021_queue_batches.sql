@@ -127,10 +127,32 @@ create trigger record_run_status_changes
   referencing old table as old_runs new table as new_runs
   for each statement execute function ops.record_run_status_changes();
 
+-- A lane is not free for a run while a run of it is claimed or running, or a queued run of it
+-- that is not waiting for a need comes before it in claim order (locked or not: a plain read).
+-- The rule of 0020's next_claimable_run (issue 10: an older commit re-queued after its
+-- worker died must not start after a newer one), for the batched claim.
+create function ops.lane_taken_or_ahead(
+  p_project_id uuid, p_group text, p_created_at timestamptz, p_id uuid
+)
+returns boolean
+language sql
+stable
+set search_path = ''
+as $$
+  select exists (
+    select from ops.runs o
+    where o.project_id = p_project_id and o.concurrency_group = p_group
+      and (o.status in ('claimed', 'running')
+           or (o.status = 'queued' and not o.blocked
+               and (o.created_at, o.id) < (p_created_at, p_id)))
+  );
+$$;
+
 -- Up to p_want runs claimed and started at once (queued -> running, two events each), in claim
 -- order, by one UPDATE. The runs are those next_claimable_run would give: queued, not waiting
--- for a need, and of a lane only when its lane is free: at most one run per lane, under the
--- lane's advisory lock, checked again under it. Returns what the worker needs of each run.
+-- for a need, and of a lane only when it is the lane's head and the lane is free: at most one
+-- run per lane, under the lane's advisory lock, checked again under it. Returns what the
+-- worker needs of each run.
 create function ops.claim_runs(p_worker_id text, p_lease_seconds integer, p_want integer)
 returns jsonb
 language plpgsql
@@ -141,6 +163,7 @@ declare
   v_lanes uuid[];
   v_projects uuid[];
   v_groups text[];
+  v_created timestamptz[];
   v_claims jsonb;
 begin
   if coalesce(p_worker_id, '') = '' or coalesce(p_lease_seconds, 0) < 1 then
@@ -154,10 +177,12 @@ begin
     select q.id, q.project_id, q.concurrency_group, q.created_at
     from ops.runs q
     where q.status = 'queued' and not q.blocked
-      and (q.concurrency_group is null or not exists (
+      and (q.concurrency_group is null or not exists (  -- ops.lane_taken_or_ahead, inline
         select from ops.runs o
         where o.project_id = q.project_id and o.concurrency_group = q.concurrency_group
-          and o.status in ('claimed', 'running')))
+          and (o.status in ('claimed', 'running')
+               or (o.status = 'queued' and not o.blocked
+                   and (o.created_at, o.id) < (q.created_at, q.id)))))
     order by q.created_at, q.id
     for update of q skip locked
     limit p_want
@@ -168,17 +193,22 @@ begin
     order by c.project_id, c.concurrency_group, c.created_at, c.id
   )
   select coalesce((select array_agg(c.id) from picked c where c.concurrency_group is null), '{}'),
-         h.ids, h.projects, h.groups
-  into v_ids, v_lanes, v_projects, v_groups
+         h.ids, h.projects, h.groups, h.created
+  into v_ids, v_lanes, v_projects, v_groups, v_created
   from (select array_agg(id) ids, array_agg(project_id) projects,
-               array_agg(concurrency_group) groups from heads) h;
+               array_agg(concurrency_group) groups, array_agg(created_at) created
+        from heads) h;
 
-  -- a lane's run only under the lane's lock, the lane checked again under it (a statement of
-  -- its own: it sees what the lock's last holder committed)
+  -- a lane's run only under the lane's lock, checked again under it (a statement of its own:
+  -- it sees what the lock's last holder committed); the rule of 0020's next_claimable_run
   for i in 1 .. coalesce(cardinality(v_lanes), 0) loop
     if pg_try_advisory_xact_lock(hashtextextended(v_projects[i]::text || '/' || v_groups[i], 14))
-       and not ops.lane_busy(v_projects[i], v_groups[i]) then
-      v_ids := v_ids || v_lanes[i];
+    then
+      if ops.lane_taken_or_ahead(v_projects[i], v_groups[i], v_created[i], v_lanes[i]) then
+        perform pg_notify('ops_runs', 'ready');  -- the claimer of the older run may retry
+      else
+        v_ids := v_ids || v_lanes[i];
+      end if;
     end if;
   end loop;
   if cardinality(v_ids) = 0 then
@@ -267,7 +297,7 @@ end;
 $$;
 
 revoke execute on function
-  ops.record_run_status_changes(), ops.claim_runs(text, integer, integer),
+  ops.lane_taken_or_ahead(uuid, text, timestamptz, uuid), ops.record_run_status_changes(), ops.claim_runs(text, integer, integer),
   ops.finish_runs(jsonb)
 from public;
 grant execute on function
