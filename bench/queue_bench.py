@@ -95,8 +95,9 @@ def ours(admin: str, runs: int, workers: int, concurrency: int) -> float:
     ]
     for process in processes:
         process.start()
-    for ready in readies:
-        ready.wait()
+    for ready, process in zip(readies, processes, strict=True):
+        while not ready.wait(1):
+            assert process.is_alive(), f"worker {process.name} died before it was ready"
     started = time.perf_counter()
     go.set()
     for process in processes:
@@ -173,7 +174,8 @@ def claim_latency(admin: str, samples: int) -> tuple[float, float]:
     go.set()
     idle = context.Process(target=_idle_worker, args=(url, ready))
     idle.start()
-    ready.wait()
+    while not ready.wait(1):
+        assert idle.is_alive(), "the idle worker died before it was ready"
     time.sleep(0.5)  # listening
     with psycopg.connect(url, autocommit=True) as conn:
         workflow, project = conn.execute(
@@ -220,6 +222,7 @@ def main() -> None:
     parser.add_argument("--latency-samples", type=int, default=300)
     parser.add_argument("--quick", action="store_true", help="5,000 runs, 1 round")
     parser.add_argument("--database-url", default=os.environ.get("DATABASE_URL"))
+    parser.add_argument("--latency-only", action="store_true", help="only the idle claim latency")
     args = parser.parse_args()
     if args.quick:
         args.runs, args.repeat, args.latency_samples = 5_000, 1, 100
@@ -237,6 +240,10 @@ def main() -> None:
     names = list(contenders)
     rates: dict[str, list[float]] = {name: [] for name in names}
     with server(args.database_url) as admin:
+        if args.latency_only:
+            p50, p99 = claim_latency(admin, args.latency_samples)
+            print(f"idle claim latency: p50 {p50:.1f} ms, p99 {p99:.1f} ms")
+            return
         for round_ in range(args.repeat):
             order = names[round_ % len(names) :] + names[: round_ % len(names)]
             for name in order:

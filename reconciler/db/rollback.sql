@@ -47,7 +47,8 @@ drop function if exists ops.record_run_artifact(uuid, uuid, text, text, text, bi
 drop function if exists ops.finish_and_claim_run(uuid, uuid, integer, text, text, integer);
 drop function if exists ops.finish_and_claim_runs(jsonb, text, integer, integer);
 -- 0021 (the queue in batches)
-drop function if exists ops.claim_runs(text, integer, integer);
+drop function if exists ops.finish_and_claim_runs(jsonb, text, integer, integer, timestamptz, uuid);
+drop function if exists ops.claim_runs(text, integer, integer, timestamptz, uuid);
 drop function if exists ops.finish_runs(jsonb);
 drop function if exists ops.lane_taken_or_ahead(uuid, text, timestamptz, uuid);
 drop function if exists ops.record_run_status_changes();

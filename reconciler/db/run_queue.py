@@ -35,6 +35,10 @@ class PostgresRunQueue:
         )
         self._local = threading.local()
         self._listener: psycopg.Connection[Any] | None = None
+        # Where this worker's next claim starts scanning: the last run it claimed (created_at,
+        # id). Dropped at each reap (runs re-queued then are older) and whenever a claim finds
+        # nothing; the database scans from the start whenever the hint comes up short.
+        self._after: tuple[str, str] | None = None
 
     # -- the worker's calls -------------------------------------------------------------------
 
@@ -42,6 +46,7 @@ class PostgresRunQueue:
         """Give runs whose worker died back to the queue (or fail them), and enqueue the
         scheduled slots that are due: every running worker keeps the schedules going."""
         reaped = int(self._one("reap_expired_runs", limit=limit) or 0)
+        self._after = None
         try:
             schedules.tick(self._connection(), datetime.now(UTC))
         except psycopg.OperationalError:
@@ -54,14 +59,22 @@ class PostgresRunQueue:
     ) -> list[Answer]:
         """Finish the runs that are done and claim (and start) up to `want` more: one
         statement each in the database (0021), one round trip and one commit here."""
+        after_created, after_id = self._after or (None, None)
         answer = self._one(
             "finish_and_claim_runs",
             finished=Jsonb(list(finished)),
             worker_id=worker_id,
             lease_s=lease_s,
             want=want,
+            after_created=after_created,
+            after_id=after_id,
         )
-        return list(answer["next"]) if answer else []
+        claims = list(answer["next"]) if answer else []
+        if claims:
+            self._after = (claims[-1]["created_at"], claims[-1]["run_id"])
+        elif want:
+            self._after = None
+        return claims
 
     def heartbeat(self, run_id: str, token: str, lease_s: int) -> Answer:
         return dict(self._one("heartbeat_run", run_id=run_id, token=token, lease_s=lease_s))

@@ -153,17 +153,28 @@ $$;
 -- for a need, and of a lane only when it is the lane's head and the lane is free: at most one
 -- run per lane, under the lane's advisory lock, checked again under it. Returns what the
 -- worker needs of each run.
-create function ops.claim_runs(p_worker_id text, p_lease_seconds integer, p_want integer)
+create function ops.claim_runs(
+  p_worker_id text, p_lease_seconds integer, p_want integer,
+  p_after_created timestamptz default null, p_after_id uuid default null
+)
 returns jsonb
 language plpgsql
 set search_path = ''
 as $$
 declare
-  v_ids uuid[];
-  v_lanes uuid[];
+  v_all uuid[] := '{}';
+  v_all_projects uuid[] := '{}';
+  v_all_groups text[] := '{}';
+  v_all_created timestamptz[] := '{}';
+  v_found uuid[];
   v_projects uuid[];
   v_groups text[];
   v_created timestamptz[];
+  v_ids uuid[];
+  v_lanes uuid[];
+  v_from_created timestamptz := coalesce(p_after_created, '-infinity');
+  v_from_id uuid := case when p_after_created is null then '00000000-0000-0000-0000-000000000000'
+                         else coalesce(p_after_id, '00000000-0000-0000-0000-000000000000') end;
   v_claims jsonb;
 begin
   if coalesce(p_worker_id, '') = '' or coalesce(p_lease_seconds, 0) < 1 then
@@ -173,31 +184,54 @@ begin
   if coalesce(p_want, 0) < 1 then
     return '[]'::jsonb;
   end if;
-  with picked as materialized (
-    select q.id, q.project_id, q.concurrency_group, q.created_at
-    from ops.runs q
-    where q.status = 'queued' and not q.blocked
-      and (q.concurrency_group is null or not exists (  -- ops.lane_taken_or_ahead, inline
-        select from ops.runs o
-        where o.project_id = q.project_id and o.concurrency_group = q.concurrency_group
-          and (o.status in ('claimed', 'running')
-               or (o.status = 'queued' and not o.blocked
-                   and (o.created_at, o.id) < (q.created_at, q.id)))))
-    order by q.created_at, q.id
-    for update of q skip locked
-    limit p_want
-  ), heads as (  -- the first run of each lane in the batch
-    select distinct on (c.project_id, c.concurrency_group) c.*
-    from picked c
-    where c.concurrency_group is not null
-    order by c.project_id, c.concurrency_group, c.created_at, c.id
-  )
-  select coalesce((select array_agg(c.id) from picked c where c.concurrency_group is null), '{}'),
-         h.ids, h.projects, h.groups, h.created
-  into v_ids, v_lanes, v_projects, v_groups, v_created
-  from (select array_agg(id) ids, array_agg(project_id) projects,
-               array_agg(concurrency_group) groups, array_agg(created_at) created
-        from heads) h;
+  -- Pass 1 scans from the hint (the last run this worker claimed: the runs before it were
+  -- taken, so the scan does not wade through their index entries again); pass 2, only when
+  -- pass 1 came up short, from the start of the queue.
+  for v_pass in 1 .. 2 loop
+    exit when v_pass = 2 and (p_after_created is null or cardinality(v_all) >= p_want);
+    if v_pass = 2 then
+      v_from_created := '-infinity';
+      v_from_id := '00000000-0000-0000-0000-000000000000';
+    end if;
+    with picked as materialized (
+      select q.id, q.project_id, q.concurrency_group, q.created_at
+      from ops.runs q
+      where q.status = 'queued' and not q.blocked
+        and (q.created_at, q.id) > (v_from_created, v_from_id)
+        and q.id <> all(v_all)
+        and (q.concurrency_group is null or not exists (  -- ops.lane_taken_or_ahead, inline
+          select from ops.runs o
+          where o.project_id = q.project_id and o.concurrency_group = q.concurrency_group
+            and (o.status in ('claimed', 'running')
+                 or (o.status = 'queued' and not o.blocked
+                     and (o.created_at, o.id) < (q.created_at, q.id)))))
+      order by q.created_at, q.id
+      for update of q skip locked
+      limit p_want - cardinality(v_all)
+    )
+    select coalesce(array_agg(c.id), '{}'), coalesce(array_agg(c.project_id), '{}'),
+           coalesce(array_agg(c.concurrency_group), '{}'), coalesce(array_agg(c.created_at), '{}')
+    into v_found, v_projects, v_groups, v_created
+    from picked c;
+    v_all := v_all || v_found;
+    v_all_projects := v_all_projects || v_projects;
+    v_all_groups := v_all_groups || v_groups;
+    v_all_created := v_all_created || v_created;
+  end loop;
+
+  -- the runs of no lane, and the first run of each lane in the batch
+  select coalesce(array_agg(u.id) filter (where u.grp is null), '{}') into v_ids
+  from unnest(v_all, v_all_groups) as u(id, grp);
+  select coalesce(array_agg(h.id), '{}'), coalesce(array_agg(h.project_id), '{}'),
+         coalesce(array_agg(h.grp), '{}'), coalesce(array_agg(h.created_at), '{}')
+  into v_lanes, v_projects, v_groups, v_created
+  from (
+    select distinct on (u.project_id, u.grp) u.*
+    from unnest(v_all, v_all_projects, v_all_groups, v_all_created)
+      as u(id, project_id, grp, created_at)
+    where u.grp is not null
+    order by u.project_id, u.grp, u.created_at, u.id
+  ) h;
 
   -- a lane's run only under the lane's lock, checked again under it (a statement of its own:
   -- it sees what the lock's last holder committed); the rule of 0020's next_claimable_run
@@ -229,7 +263,7 @@ begin
       'lease_token', m.lease_token, 'lease_expires_at', m.lease_expires_at,
       'metadata', m.metadata, 'project', p.slug, 'type', w.workflow_type,
       'workflow', w.name, 'config', w.config, 'commit', m.git_commit, 'ref', m.git_ref,
-      'repository_url', m.repository_url, 'commit_sha', m.commit_sha
+      'repository_url', m.repository_url, 'commit_sha', m.commit_sha, 'created_at', m.created_at
     ) order by m.created_at, m.id), '[]'::jsonb)
   into v_claims
   from moved m
@@ -279,10 +313,11 @@ begin
 end;
 $$;
 
--- Replaces 0010's loop of finish_run and claim_run calls: the finishes, then the claims, each
--- one statement. One round trip and one commit for the worker.
-create or replace function ops.finish_and_claim_runs(
-  p_finished jsonb, p_worker_id text, p_lease_seconds integer, p_want integer
+-- The worker's round trip: the finishes, then the claims (from the worker's hint, see
+-- claim_runs), each one statement; one commit.
+create function ops.finish_and_claim_runs(
+  p_finished jsonb, p_worker_id text, p_lease_seconds integer, p_want integer,
+  p_after_created timestamptz, p_after_id uuid
 )
 returns jsonb
 language plpgsql
@@ -291,15 +326,28 @@ as $$
 begin
   return jsonb_build_object(
     'finished', ops.finish_runs(p_finished),
-    'next', ops.claim_runs(p_worker_id, p_lease_seconds, p_want)
+    'next', ops.claim_runs(p_worker_id, p_lease_seconds, p_want, p_after_created, p_after_id)
   );
 end;
 $$;
 
+-- Replaces 0010's loop of finish_run and claim_run calls: the same, with no hint.
+create or replace function ops.finish_and_claim_runs(
+  p_finished jsonb, p_worker_id text, p_lease_seconds integer, p_want integer
+)
+returns jsonb
+language sql
+set search_path = ''
+as $$
+  select ops.finish_and_claim_runs(p_finished, p_worker_id, p_lease_seconds, p_want, null, null);
+$$;
+
 revoke execute on function
-  ops.lane_taken_or_ahead(uuid, text, timestamptz, uuid), ops.record_run_status_changes(), ops.claim_runs(text, integer, integer),
-  ops.finish_runs(jsonb)
+  ops.lane_taken_or_ahead(uuid, text, timestamptz, uuid), ops.record_run_status_changes(),
+  ops.claim_runs(text, integer, integer, timestamptz, uuid), ops.finish_runs(jsonb),
+  ops.finish_and_claim_runs(jsonb, text, integer, integer, timestamptz, uuid)
 from public;
 grant execute on function
-  ops.claim_runs(text, integer, integer), ops.finish_runs(jsonb)
+  ops.claim_runs(text, integer, integer, timestamptz, uuid), ops.finish_runs(jsonb),
+  ops.finish_and_claim_runs(jsonb, text, integer, integer, timestamptz, uuid)
 to service_role;

@@ -6,7 +6,8 @@
 select ops.reap_expired_runs(%(limit)s)
 
 -- name: finish_and_claim_runs
-select ops.finish_and_claim_runs(%(finished)s, %(worker_id)s, %(lease_s)s, %(want)s)
+select ops.finish_and_claim_runs(%(finished)s, %(worker_id)s, %(lease_s)s, %(want)s,
+                                 %(after_created)s, %(after_id)s)
 
 -- name: heartbeat_run
 select ops.heartbeat_run(%(run_id)s, %(token)s, %(lease_s)s)
