@@ -321,3 +321,12 @@ def test_a_requeued_lane_run_with_nothing_newer_runs_again(conn: Conn, pipeline:
     assert claim(conn) == str(first)
     finish(conn, first, 0)
     assert claim(conn) == str(manual)
+
+
+def test_a_worker_connected_as_service_role_claims_a_run_of_a_lane(
+    conn: Conn, pipeline: Any
+) -> None:
+    """The claim runs as its caller; the lane check must be callable by the service role."""
+    deploy = push(conn, pipeline["project"], pipeline["deploy"], A)
+    conn.execute("set role service_role")
+    assert claim(conn) == str(deploy)

@@ -127,6 +127,10 @@ create trigger supersede_requeued_run
     and new.concurrency_group is not null)
   execute function ops.supersede_requeued_run();
 
+-- The claim functions run as their caller (a worker connecting as service_role): it must be
+-- able to call the check (0014's lane_busy was not granted, so such a worker could not claim a
+-- run of a lane).
 revoke execute on function
   ops.lane_ahead(uuid, text, timestamptz, uuid), ops.supersede_requeued_run()
 from public;
+grant execute on function ops.lane_ahead(uuid, text, timestamptz, uuid) to service_role;
