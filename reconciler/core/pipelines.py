@@ -1,6 +1,8 @@
 """The rules of pipelines across a project's workflows: needs resolve to one workflow of the
 same project and form no cycle; a schedule is a valid cron in a known time zone and goes with
-`on: [schedule]`; `paths` go with `on: [push]`. Pure."""
+`on: [schedule]`; `paths` go with `on: [push]`, on a project whose code is the state
+repository (for one with its own `repository`, apply knows only the code's head, not the files
+a push changed). Pure."""
 
 from __future__ import annotations
 
@@ -17,11 +19,16 @@ def check(desired: DesiredState) -> list[Problem]:
     for (kind, identity), resource in desired.resources.items():
         if kind == "workflow":
             workflows.setdefault(identity[0], []).append(resource)
+    own_code = {
+        identity[0]
+        for (kind, identity), resource in desired.resources.items()
+        if kind == "project" and resource.fields.get("repository")
+    }
     found: list[Problem] = []
-    for members in workflows.values():
+    for project, members in workflows.items():
         found += _needs(members)
         for workflow in members:
-            found += _triggers(workflow)
+            found += _triggers(workflow, project in own_code)
     return found
 
 
@@ -96,7 +103,7 @@ def _cycles(graph: dict[Identity, list[Identity]]) -> list[list[Identity]]:
     return cycles
 
 
-def _triggers(workflow: Resource) -> list[Problem]:
+def _triggers(workflow: Resource, own_code: bool) -> list[Problem]:
     fields = workflow.fields
     triggers = fields["triggers"]
     found = []
@@ -130,6 +137,15 @@ def _triggers(workflow: Resource) -> list[Problem]:
     if fields.get("paths") and "push" not in triggers:
         found.append(
             _mismatch(workflow, "paths", "paths filter pushes, but `on` does not list push")
+        )
+    elif fields.get("paths") and own_code:
+        found.append(
+            _mismatch(
+                workflow,
+                "paths",
+                f"paths cannot filter the pushes of project {workflow.identity[0]}: its code "
+                "is in its own repository, of which apply sees only the head; remove paths",
+            )
         )
     return found
 
