@@ -187,3 +187,17 @@ def test_a_newer_run_of_a_lane_waits_while_an_older_one_is_locked(db_url: str, c
         other.rollback()
     assert [c["run_id"] for c in claim_runs(conn, 10)] == [str(older)]
     assert status_of(conn, newer) == "queued"
+
+
+def test_a_worker_connected_as_service_role_claims_and_finishes_a_batch(conn: Conn) -> None:
+    """claim_runs and finish_runs run as their caller: the service role may do it all, lane
+    check and event trigger included."""
+    project = make_project(conn)
+    plain = make_run(conn, project, make_workflow(conn, project))
+    lane = push(conn, project, workflow(conn, project, "deploy", "deploy", lane="production"), A)
+    conn.execute("set role service_role")
+    claims = claim_runs(conn, 10)
+    assert {c["run_id"] for c in claims} == {str(plain), str(lane)}
+    assert finish_runs(conn, [done(c) for c in claims]) == [{"ok": True, "status": "succeeded"}] * 2
+    conn.execute("reset role")
+    assert len(state_changes(conn, lane)) == 3

@@ -50,7 +50,6 @@ drop function if exists ops.finish_and_claim_runs(jsonb, text, integer, integer)
 drop function if exists ops.finish_and_claim_runs(jsonb, text, integer, integer, timestamptz, uuid);
 drop function if exists ops.claim_runs(text, integer, integer, timestamptz, uuid);
 drop function if exists ops.finish_runs(jsonb);
-drop function if exists ops.lane_taken_or_ahead(uuid, text, timestamptz, uuid);
 drop function if exists ops.record_run_status_changes();
 drop function if exists ops.finish_run(uuid, uuid, integer, text);
 drop function if exists ops.cancel_run(uuid, text);

@@ -59,7 +59,9 @@ begin
   end if;
 
   if new.status is distinct from old.status then
-    new.updated_at := now();
+    -- the moment of the move, which the statement's events are stamped with (so a move made
+    -- by a trigger of this one, written by an earlier statement's trigger, still comes after)
+    new.updated_at := clock_timestamp();
     case new.status
       when 'claimed' then new.claimed_at := coalesce(new.claimed_at, now());
       when 'running' then
@@ -80,8 +82,11 @@ begin
 end;
 $$;
 
--- The state_change rows of a statement's moves, in one INSERT. A claim-and-start writes the
--- claim first (created_at one microsecond apart, so `order by created_at` keeps them in order).
+-- The state_change rows of a statement's moves, in one INSERT, each stamped with the moment of
+-- its move (updated_at, set above), not of the INSERT: a move that a row trigger makes while
+-- the statement runs (a superseded re-queue) is written first but stamped later, so
+-- `order by created_at` is the order of the moves. A claim-and-start writes the claim first,
+-- the start one microsecond later.
 create function ops.record_run_status_changes()
 returns trigger
 language plpgsql
@@ -105,7 +110,7 @@ begin
       'exit_code', n.exit_code,
       'error_message', n.error_message
     )),
-    clock_timestamp() + make_interval(secs => m.step * 0.000001)
+    n.updated_at + make_interval(secs => m.step * 0.000001)
   from new_runs n
   join old_runs o on o.id = n.id
   cross join lateral (
@@ -126,27 +131,6 @@ create trigger record_run_status_changes
   after update on ops.runs
   referencing old table as old_runs new table as new_runs
   for each statement execute function ops.record_run_status_changes();
-
--- A lane is not free for a run while a run of it is claimed or running, or a queued run of it
--- that is not waiting for a need comes before it in claim order (locked or not: a plain read).
--- The rule of 0020's next_claimable_run (issue 10: an older commit re-queued after its
--- worker died must not start after a newer one), for the batched claim.
-create function ops.lane_taken_or_ahead(
-  p_project_id uuid, p_group text, p_created_at timestamptz, p_id uuid
-)
-returns boolean
-language sql
-stable
-set search_path = ''
-as $$
-  select exists (
-    select from ops.runs o
-    where o.project_id = p_project_id and o.concurrency_group = p_group
-      and (o.status in ('claimed', 'running')
-           or (o.status = 'queued' and not o.blocked
-               and (o.created_at, o.id) < (p_created_at, p_id)))
-  );
-$$;
 
 -- Up to p_want runs claimed and started at once (queued -> running, two events each), in claim
 -- order, by one UPDATE. The runs are those next_claimable_run would give: queued, not waiting
@@ -199,7 +183,7 @@ begin
       where q.status = 'queued' and not q.blocked
         and (q.created_at, q.id) > (v_from_created, v_from_id)
         and q.id <> all(v_all)
-        and (q.concurrency_group is null or not exists (  -- ops.lane_taken_or_ahead, inline
+        and (q.concurrency_group is null or not exists (  -- 0020's ops.lane_ahead, inline
           select from ops.runs o
           where o.project_id = q.project_id and o.concurrency_group = q.concurrency_group
             and (o.status in ('claimed', 'running')
@@ -238,7 +222,7 @@ begin
   for i in 1 .. coalesce(cardinality(v_lanes), 0) loop
     if pg_try_advisory_xact_lock(hashtextextended(v_projects[i]::text || '/' || v_groups[i], 14))
     then
-      if ops.lane_taken_or_ahead(v_projects[i], v_groups[i], v_created[i], v_lanes[i]) then
+      if ops.lane_ahead(v_projects[i], v_groups[i], v_created[i], v_lanes[i]) then
         perform pg_notify('ops_runs', 'ready');  -- the claimer of the older run may retry
       else
         v_ids := v_ids || v_lanes[i];
@@ -343,7 +327,7 @@ as $$
 $$;
 
 revoke execute on function
-  ops.lane_taken_or_ahead(uuid, text, timestamptz, uuid), ops.record_run_status_changes(),
+  ops.record_run_status_changes(),
   ops.claim_runs(text, integer, integer, timestamptz, uuid), ops.finish_runs(jsonb),
   ops.finish_and_claim_runs(jsonb, text, integer, integer, timestamptz, uuid)
 from public;
