@@ -18,6 +18,7 @@
 create or replace function ops.validate_run_status_transition()
 returns trigger
 language plpgsql
+set search_path = ''  -- as 0018 pinned it (create or replace would drop the setting)
 as $$
 declare
   v_lapsed boolean := old.lease_expires_at is not null and old.lease_expires_at <= now();
