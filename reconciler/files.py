@@ -32,9 +32,10 @@ from dataclasses import dataclass
 from functools import cache
 from importlib import resources as package_data
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from reconciler import __version__
+from reconciler.core import pipelines
 from reconciler.core import problems as codes
 from reconciler.core.desired import Resource, Slot, from_plain
 from reconciler.core.problems import Problem, Source
@@ -54,19 +55,19 @@ StatKey = tuple[int, int, int, int]  # size, mtime_ns, ctime_ns (no tool sets it
 class LoadedFile:
     """One file: its summary at once, its resources and problems when asked for."""
 
-    __slots__ = ("_blob", "_result", "_slots", "summary")
+    __slots__ = ("_across", "_blob", "_result", "summary")
 
     def __init__(
         self,
         summary: FileSummary,
         result: FileResult | None,
         blob: bytes | None,
-        slots: bytes | None = None,
+        across: bytes | None = None,
     ) -> None:
         self.summary = summary
         self._result = result
         self._blob = blob
-        self._slots = slots
+        self._across = across
 
     @property
     def result(self) -> FileResult:
@@ -86,13 +87,28 @@ class LoadedFile:
         return self._blob
 
     @property
-    def slots(self) -> bytes:
-        """The slots (kind, identity) of its resources, pickled apart from the result: all a
-        check across files needs when it finds nothing, at a fifth of the result's cost."""
-        if self._slots is None:
-            found = [(r.kind, r.identity) for r in self.result.resources]
-            self._slots = pickle.dumps(found, protocol=pickle.HIGHEST_PROTOCOL)
-        return self._slots
+    def across(self) -> bytes:
+        """What the checks across files need of it (an Across), pickled apart from the result:
+        all they need when they find nothing, at a fifth of the result's cost."""
+        if self._across is None:
+            resources = self.result.resources
+            found = (
+                [(r.kind, r.identity) for r in resources],
+                pipelines.projects_with_needs(resources),
+                pipelines.triggers(resources),
+            )
+            self._across = pickle.dumps(found, protocol=pickle.HIGHEST_PROTOCOL)
+        return self._across
+
+
+class Across(NamedTuple):
+    """What the checks across files need of the files: the slot of every resource (in file
+    order), the projects with a workflow that needs another, the problems of each workflow's
+    own triggers (pipelines.triggers)."""
+
+    slots: list[Slot]
+    needs: set[str]
+    triggers: list[Problem]
 
 
 @dataclass(frozen=True)
@@ -106,14 +122,16 @@ class LoadedFiles:
                 p for f in self.files.values() if f.summary.has_problems for p in f.result.problems
             )
 
-    def slots(self) -> list[Slot]:
-        """The slot of every resource, in file order."""
+    def across(self) -> Across:
+        """What the checks across files need of every file, without loading the resources."""
+        found = Across([], set(), [])
         with without_cyclic_gc():
-            return [
-                slot
-                for f in self.files.values()
-                for slot in pickle.loads(f.slots)  # noqa: S301  (the user's own cache)
-            ]
+            for f in self.files.values():
+                slots, needs, triggers = pickle.loads(f.across)  # noqa: S301  (the user's own cache)
+                found.slots.extend(slots)
+                found.needs.update(needs)
+                found.triggers.extend(triggers)
+        return found
 
     def resources(self, groups: set[str] | None = None) -> list[Resource]:
         """The resources of these groups (all when None), in file order."""
@@ -304,7 +322,7 @@ def _parsed_in_pool(items: list[_Pending], workers: int) -> Iterator[LoadedFile]
         context = multiprocessing.get_context("fork")
         with ProcessPoolExecutor(workers, mp_context=context) as pool:
             for part in pool.map(_parse_chunk, chunks):
-                yield from (LoadedFile(FileSummary(*s), None, b, slots) for s, b, slots in part)
+                yield from (LoadedFile(FileSummary(*s), None, b, a) for s, b, a in part)
                 done += len(part)
     except BrokenProcessPool:
         yield from _young_gc_only(_checked(i.relative, i.content) for i in items[done:])
@@ -318,7 +336,7 @@ _FORKED_ITEMS: list[_Pending] = []
 def _parse_chunk(bounds: tuple[int, int]) -> list[tuple[tuple[Any, ...], bytes, bytes]]:
     items = _FORKED_ITEMS[bounds[0] : bounds[1]]
     parsed = _young_gc_only(_checked(i.relative, i.content) for i in items)
-    return [(tuple(p.summary), p.blob, p.slots) for p in parsed]
+    return [(tuple(p.summary), p.blob, p.across) for p in parsed]
 
 
 def _cores() -> int:
@@ -411,7 +429,7 @@ def _version() -> str:
 
 
 # An entry, as plain tuples: (strong digest of the bytes, summary, pickled result, pickled
-# slots), by
+# Across), by
 # (relative path, blob id); an index entry: (stat key, blob id, made at (ns)), by relative path.
 _Entry = tuple[str, tuple[Any, ...], bytes, bytes]
 _IndexEntry = tuple[StatKey, str, int]
@@ -470,7 +488,7 @@ class _Store:
         return LoadedFile(FileSummary(*entry[1]), None, entry[2], entry[3])
 
     def put(self, relative: str, blob: str, strong: str, loaded: LoadedFile) -> None:
-        self.entries[(relative, blob)] = (strong, tuple(loaded.summary), loaded.blob, loaded.slots)
+        self.entries[(relative, blob)] = (strong, tuple(loaded.summary), loaded.blob, loaded.across)
         self.used.add((relative, blob))
         self.dirty = True
 

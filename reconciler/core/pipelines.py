@@ -13,6 +13,11 @@ from reconciler.core.problems import Problem
 
 
 def check(desired: DesiredState) -> list[Problem]:
+    return needs(desired) + triggers(desired.resources.values())
+
+
+def needs(desired: DesiredState) -> list[Problem]:
+    """The rules across a project's workflows: needs resolve, and form no cycle."""
     workflows: dict[str, list[Resource]] = {}
     for (kind, identity), resource in desired.resources.items():
         if kind == "workflow":
@@ -20,9 +25,17 @@ def check(desired: DesiredState) -> list[Problem]:
     found: list[Problem] = []
     for members in workflows.values():
         found += _needs(members)
-        for workflow in members:
-            found += _triggers(workflow)
     return found
+
+
+def triggers(resources: Iterable[Resource]) -> list[Problem]:
+    """The rules of each workflow on its own: schedule, time zone and paths go with `on`."""
+    return [p for r in resources if r.kind == "workflow" for p in _triggers(r)]
+
+
+def projects_with_needs(resources: Iterable[Resource]) -> set[str]:
+    """The projects with a workflow that needs another: `needs` finds nothing in the others."""
+    return {r.identity[0] for r in resources if r.kind == "workflow" and r.fields.get("needs")}
 
 
 def resolve_need(written: str, members: Iterable[Resource]) -> list[Identity]:
