@@ -53,7 +53,7 @@ CASES = {
     ),
     "triggers": fleet(
         w_cron=workflow("app", "cron", 'on: [schedule]\nschedule: "61 * * * *"\n'),
-        w_zone=workflow("app", "zone", 'on: [manual]\ntimezone: Europe/Nowhere\n'),
+        w_zone=workflow("app", "zone", "on: [manual]\ntimezone: Europe/Nowhere\n"),
         w_paths=workflow("other", "paths", 'on: [manual]\npaths: ["a/**"]\n'),
         w_tz=workflow("other", "tz", 'on: [schedule]\nschedule: "0 2 * * *"\ntimezone: Mars/X\n'),
     ),
