@@ -94,6 +94,8 @@ class LoadedFile:
             resources = self.result.resources
             found = (
                 [(r.kind, r.identity) for r in resources],
+                {r.identity[0] for r in resources if r.kind == "project"},
+                {r.identity[0] for r in resources if r.kind in ("workflow", "membership")},
                 pipelines.projects_with_needs(resources),
                 pipelines.triggers(resources),
             )
@@ -103,10 +105,13 @@ class LoadedFile:
 
 class Across(NamedTuple):
     """What the checks across files need of the files: the slot of every resource (in file
-    order), the projects with a workflow that needs another, the problems of each workflow's
-    own triggers (pipelines.triggers)."""
+    order), the projects defined, the projects of the workflows and memberships, the projects
+    with a workflow that needs another, the problems of each workflow's own triggers
+    (pipelines.triggers)."""
 
     slots: list[Slot]
+    projects: set[str]
+    referenced: set[str]
     needs: set[str]
     triggers: list[Problem]
 
@@ -124,11 +129,13 @@ class LoadedFiles:
 
     def across(self) -> Across:
         """What the checks across files need of every file, without loading the resources."""
-        found = Across([], set(), [])
+        found = Across([], set(), set(), set(), [])
         with without_cyclic_gc():
             for f in self.files.values():
-                slots, needs, triggers = pickle.loads(f.across)  # noqa: S301  (the user's own cache)
+                slots, projects, referenced, needs, triggers = pickle.loads(f.across)  # noqa: S301
                 found.slots.extend(slots)
+                found.projects.update(projects)
+                found.referenced.update(referenced)
                 found.needs.update(needs)
                 found.triggers.extend(triggers)
         return found
@@ -188,7 +195,7 @@ def load(root: Path, cache_dir: Path | None, progress: Progress | None = None) -
     """The files of a working tree: unchanged ones (same stat) from the cache's index, others
     from the cache by content, the rest parsed. `progress(done, total)` is told of each file
     (for a progress line on a terminal)."""
-    store = _Store(cache_dir) if cache_dir else None
+    store = _store(cache_dir) if cache_dir else None
     index = store.tree_index(root) if store else {}
     loaded: dict[str, LoadedFile | None] = {}
     pending: list[_Pending] = []
@@ -225,7 +232,7 @@ def load_blobs(
     """The files of a git tree, as (relative path, blob id): the cache is keyed by blob ids,
     so a cached blob is trusted as it is and `read` (the blob's bytes) is called only for new
     ones. (`repo` is kept for callers; the cache is shared by every tree and working tree.)"""
-    store = _Store(cache_dir) if cache_dir else None
+    store = _store(cache_dir) if cache_dir else None
     loaded: dict[str, LoadedFile | None] = {}
     pending: list[_Pending] = []
     for relative, sha in blobs:
@@ -263,7 +270,7 @@ def _from_index(
 ) -> LoadedFile | _Pending:
     """The cached file if its stat is unchanged (and not racy), else the file's bytes (only
     what the reader accepts: reading.py)."""
-    stat = reader.stat(Path(path))
+    stat = reader.stat(path)
     key = (stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns, stat.st_ino)
     entry = index.get(relative)
     if store and entry and entry[0] == key and entry[2] - max(key[1], key[2]) > _RACY_NS:
@@ -271,7 +278,7 @@ def _from_index(
         if hit:
             store.index_keep(relative, entry)
             return hit
-    content = reader.read(Path(path))
+    content = reader.read(path)
     return _Pending(relative, content, blob_id(content), key)
 
 
@@ -331,6 +338,7 @@ def _parsed_in_pool(items: list[_Pending], workers: int) -> Iterator[LoadedFile]
 
 
 _FORKED_ITEMS: list[_Pending] = []
+_OPEN: dict[Path, _Store] = {}  # the caches this process has read, by folder
 
 
 def _parse_chunk(bounds: tuple[int, int]) -> list[tuple[tuple[Any, ...], bytes, bytes]]:
@@ -435,6 +443,23 @@ _Entry = tuple[str, tuple[Any, ...], bytes, bytes]
 _IndexEntry = tuple[StatKey, str, int]
 
 
+def _store(folder: Path) -> _Store:
+    """The parse cache in this folder, read once per process while its file stays as this
+    process last read or wrote it (`diff` loads a tree, then the working tree)."""
+    store = _OPEN.get(folder)
+    if store is None or store.stamp != _stamp(store.path):
+        store = _OPEN[folder] = _Store(folder)
+    return store
+
+
+def _stamp(path: Path) -> tuple[int, int, int] | None:
+    try:
+        found = path.stat()
+    except OSError:
+        return None
+    return (found.st_mtime_ns, found.st_size, found.st_ino)
+
+
 class _Store:
     """The parse cache: one file, `parse-cache.pickle`, in the cache directory. Entries not
     used by this run are kept (the other side of a diff, the previous commit) until they
@@ -442,6 +467,7 @@ class _Store:
 
     def __init__(self, folder: Path) -> None:
         self.path = folder / "parse-cache.pickle"
+        self.stamp = _stamp(self.path)
         self.entries: dict[tuple[str, str], _Entry] = {}
         self.trees: dict[str, dict[str, _IndexEntry]] = {}
         self._read()
@@ -514,5 +540,7 @@ class _Store:
                 pickle.dump(_version(), handle, protocol=pickle.HIGHEST_PROTOCOL)
                 pickle.dump((self.entries, self.trees), handle, protocol=pickle.HIGHEST_PROTOCOL)
             staging.replace(self.path)
+            self.stamp = _stamp(self.path)
+            self.dirty = False
         except OSError:
             pass  # a cache that cannot be written only costs time

@@ -7,7 +7,7 @@ import json
 from reconciler import files
 from reconciler.commands.shared import Echo, InvalidFiles, Options, cache_dir
 from reconciler.core import pipelines
-from reconciler.core.desired import assemble, clean_across_files
+from reconciler.core.desired import assemble, clean_across
 from reconciler.core.plan import collect
 from reconciler.core.problems import Problem
 from reconciler.errors import ReconcilerError
@@ -41,7 +41,7 @@ def across_files(loaded: files.LoadedFiles) -> tuple[list[Problem], int]:
     cannot break a `needs` rule), and each workflow's own trigger rules come with its file.
     Otherwise every resource is assembled, as before: the same problems either way."""
     across = loaded.across()
-    if clean_across_files(across.slots):
+    if clean_across(across.slots, across.projects, across.referenced):
         desired, problems = assemble(loaded.resources(across.needs), known_projects=set())
         return [*problems, *pipelines.needs(desired), *across.triggers], len(across.slots)
     resources = loaded.resources()
