@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from functools import cache
 from importlib import resources as package_data
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from reconciler import __version__
 from reconciler.core import pipelines
@@ -40,10 +40,12 @@ from reconciler.core import problems as codes
 from reconciler.core.desired import Resource, Slot, from_plain
 from reconciler.core.problems import Problem, Source
 from reconciler.core.summary import FileSummary, group_of, summarize
-from reconciler.core.validate import FileResult, check_file
 from reconciler.errors import ReconcilerError
 from reconciler.ignore import IGNORE_FILE, Ignored
 from reconciler.reading import Refused, StateReader
+
+if TYPE_CHECKING:
+    from reconciler.core.validate import FileResult
 
 Progress = Callable[[int, int], None]
 _RACY_NS = 2_000_000_000
@@ -71,6 +73,8 @@ class LoadedFile:
 
     @property
     def result(self) -> FileResult:
+        from reconciler.core.validate import FileResult  # noqa: PLC0415  (see _checked)
+
         if self._result is None:
             assert self._blob is not None
             plain, problems = pickle.loads(self._blob)  # noqa: S301  (the user's own cache)
@@ -313,6 +317,8 @@ def _parsed(items: list[_Pending]) -> Iterator[LoadedFile]:
     workers = _cores()
     if len(items) < PARALLEL_FROM or workers < 2:
         return _young_gc_only(_checked(item.relative, item.content) for item in items)
+    import reconciler.core.validate  # noqa: F401, PLC0415  (loaded once, before forking)
+
     return _parsed_in_pool(items, workers)
 
 
@@ -391,17 +397,24 @@ def _checked(relative: str, content: bytes) -> LoadedFile:
         text = content.decode("utf-8")
     except UnicodeDecodeError as exc:
         return _not_utf8(relative, content, exc)
+    # the parser and the validators are loaded only when a file is parsed (not for a cache hit)
+    from reconciler.core.validate import check_file  # noqa: PLC0415
+
     result = check_file(relative, text)
     return LoadedFile(summarize(result.resources, bool(result.problems)), result, None)
 
 
 def refused_file(relative: str, refused: Refused) -> LoadedFile:
     """A file that is not read (a link out of the state directory, a FIFO, too large)."""
+    from reconciler.core.validate import FileResult  # noqa: PLC0415
+
     problems = (refused.problem(relative),)
     return LoadedFile(summarize((), has_problems=True), FileResult((), problems), None)
 
 
 def _not_utf8(relative: str, content: bytes, exc: UnicodeDecodeError) -> LoadedFile:
+    from reconciler.core.validate import FileResult  # noqa: PLC0415
+
     before = content[: exc.start]
     line = before.count(b"\n") + 1
     col = exc.start - before.rfind(b"\n")
@@ -411,6 +424,8 @@ def _not_utf8(relative: str, content: bytes, exc: UnicodeDecodeError) -> LoadedF
 
 
 def _unreadable(relative: str, exc: Exception) -> LoadedFile:
+    from reconciler.core.validate import FileResult  # noqa: PLC0415
+
     problem = Problem(Source(relative), codes.UNREADABLE_FILE, f"cannot read the file: {exc}")
     return LoadedFile(summarize((), has_problems=True), FileResult((), (problem,)), None)
 
