@@ -101,7 +101,8 @@ class LoadedFile:
                 {r.identity[0] for r in resources if r.kind == "project"},
                 {r.identity[0] for r in resources if r.kind in ("workflow", "membership")},
                 pipelines.projects_with_needs(resources),
-                pipelines.triggers(resources),
+                pipelines.projects_with_paths(resources),
+                [(r.identity[0], p) for r in resources for p in pipelines.triggers((r,))],
             )
             self._across = pickle.dumps(found, protocol=pickle.HIGHEST_PROTOCOL)
         return self._across
@@ -110,14 +111,16 @@ class LoadedFile:
 class Across(NamedTuple):
     """What the checks across files need of the files: the slot of every resource (in file
     order), the projects defined, the projects of the workflows and memberships, the projects
-    with a workflow that needs another, the problems of each workflow's own triggers
-    (pipelines.triggers)."""
+    with a workflow that needs another, those with a workflow that has `paths`, and the
+    problems of each workflow's own triggers (pipelines.triggers, as if no project had a code
+    repository of its own), each with its project."""
 
     slots: list[Slot]
     projects: set[str]
     referenced: set[str]
     needs: set[str]
-    triggers: list[Problem]
+    paths: set[str]
+    triggers: list[tuple[str, Problem]]
 
 
 @dataclass(frozen=True)
@@ -133,14 +136,15 @@ class LoadedFiles:
 
     def across(self) -> Across:
         """What the checks across files need of every file, without loading the resources."""
-        found = Across([], set(), set(), set(), [])
+        found = Across([], set(), set(), set(), set(), [])
         with without_cyclic_gc():
             for f in self.files.values():
-                slots, projects, referenced, needs, triggers = pickle.loads(f.across)  # noqa: S301
+                slots, projects, referenced, needs, paths, triggers = pickle.loads(f.across)  # noqa: S301
                 found.slots.extend(slots)
                 found.projects.update(projects)
                 found.referenced.update(referenced)
                 found.needs.update(needs)
+                found.paths.update(paths)
                 found.triggers.extend(triggers)
         return found
 

@@ -61,6 +61,14 @@ CASES = {
         w_one=workflow("app", "build", 'on: [manual]\nschedule: "0 2 * * *"\n', "build"),
         w_two=workflow("app", "ship", "on: [manual]\nneeds: [nothing]\n"),
     ),
+    "paths-on-a-project-with-its-own-code": {
+        "a.yaml": PROJECT.format(slug="app", key="app").replace(
+            "workflows:\n", "repository: https://git.example.com/app.git\nworkflows:\n"
+        ),
+        "b.yaml": PROJECT.format(slug="other", key="other"),
+        "w/app.yaml": workflow("app", "ship", 'on: [push]\npaths: ["a/**"]\n'),
+        "w/other.yaml": workflow("other", "ship", 'on: [push]\npaths: ["a/**"]\n'),
+    },
     "unknown-project-with-needs": fleet(
         w_x=workflow("ghost", "ship", "on: [manual]\nneeds: [nothing]\n"),
     ),

@@ -36,14 +36,21 @@ def validate(options: Options, out: Echo) -> int:
 def across_files(loaded: files.LoadedFiles) -> tuple[list[Problem], int]:
     """The problems across files (a slot taken twice, an unknown project, the pipelines'
     rules) and how many resources there are. The pipelines' `needs` look across a project's
-    workflows, which may stand in several files; when no slot is taken twice and every project
-    is there, only the projects with a workflow that needs another are assembled (the others
-    cannot break a `needs` rule), and each workflow's own trigger rules come with its file.
+    workflows, which may stand in several files, and `paths` are refused on a project with a
+    code repository of its own, which may stand in another file than its workflow. When no
+    slot is taken twice and every project is there, only the projects where these rules can
+    find something are assembled (a workflow needs another; a workflow has paths and the
+    project its own code), and the other workflows' trigger rules come with their files.
     Otherwise every resource is assembled, as before: the same problems either way."""
     across = loaded.across()
     if clean_across(across.slots, across.projects, across.referenced):
-        desired, problems = assemble(loaded.resources(across.needs), known_projects=set())
-        return [*problems, *pipelines.needs(desired), *across.triggers], len(across.slots)
+        own = {slug for f in loaded.files.values() for slug, url in f.summary.code if url}
+        groups = across.needs | (across.paths & own)
+        desired, problems = assemble(loaded.resources(groups), known_projects=set())
+        assembled = desired.resources.values()
+        cached = [p for project, p in across.triggers if project not in groups]
+        rules = [*pipelines.needs(desired), *pipelines.triggers(assembled, own), *cached]
+        return [*problems, *rules], len(across.slots)
     resources = loaded.resources()
     desired, problems = assemble(resources, known_projects=set())
     return [*problems, *pipelines.check(desired)], len(resources)
