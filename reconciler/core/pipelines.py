@@ -15,21 +15,46 @@ from reconciler.core.problems import Problem
 
 
 def check(desired: DesiredState) -> list[Problem]:
+    resources = desired.resources.values()
+    return needs(desired) + triggers(resources, own_code(resources))
+
+
+def needs(desired: DesiredState) -> list[Problem]:
+    """The rules across a project's workflows: needs resolve, and form no cycle."""
     workflows: dict[str, list[Resource]] = {}
     for (kind, identity), resource in desired.resources.items():
         if kind == "workflow":
             workflows.setdefault(identity[0], []).append(resource)
-    own_code = {
-        identity[0]
-        for (kind, identity), resource in desired.resources.items()
-        if kind == "project" and resource.fields.get("repository")
-    }
     found: list[Problem] = []
-    for project, members in workflows.items():
+    for members in workflows.values():
         found += _needs(members)
-        for workflow in members:
-            found += _triggers(workflow, project in own_code)
     return found
+
+
+def own_code(resources: Iterable[Resource]) -> set[str]:
+    """The projects with a code repository of their own."""
+    return {r.identity[0] for r in resources if r.kind == "project" and r.fields.get("repository")}
+
+
+def triggers(resources: Iterable[Resource], own: set[str] | None = None) -> list[Problem]:
+    """The rules of each workflow on its own: schedule, time zone and paths go with `on`
+    (`own`: the projects with a code repository of their own, where paths are refused)."""
+    return [
+        p
+        for r in resources
+        if r.kind == "workflow"
+        for p in _triggers(r, own is not None and r.identity[0] in own)
+    ]
+
+
+def projects_with_paths(resources: Iterable[Resource]) -> set[str]:
+    """The projects with a workflow that has `paths` (refused where the code is elsewhere)."""
+    return {r.identity[0] for r in resources if r.kind == "workflow" and r.fields.get("paths")}
+
+
+def projects_with_needs(resources: Iterable[Resource]) -> set[str]:
+    """The projects with a workflow that needs another: `needs` finds nothing in the others."""
+    return {r.identity[0] for r in resources if r.kind == "workflow" and r.fields.get("needs")}
 
 
 def resolve_need(written: str, members: Iterable[Resource]) -> list[Identity]:
