@@ -76,6 +76,12 @@ class LoadedFile:
             self._result = FileResult(tuple(map(from_plain, plain)), problems)
         return self._result
 
+    def forget(self) -> None:
+        """Drop the unpickled result when the pickled one is at hand (it is read again when
+        asked for)."""
+        if self._blob is not None:
+            self._result = None
+
     @property
     def blob(self) -> bytes:
         """The result, pickled: what the cache stores and a parsing process sends back."""
@@ -119,6 +125,18 @@ class LoadedFiles:
         """The resources of these groups (all when None), in file order."""
         with without_cyclic_gc():
             return self._resources(groups)
+
+    def resources_of(self, paths: list[str], groups: set[str]) -> list[Resource]:
+        """The resources of these groups in these files (in the order given), without keeping
+        the files' unpickled results: a plan in chunks holds one chunk's resources at a time."""
+        found = []
+        with without_cyclic_gc():
+            for path in paths:
+                loaded = self.files[path]
+                result = loaded.result
+                found += [r for r in result.resources if group_of((r.kind, r.identity)) in groups]
+                loaded.forget()
+        return found
 
     def _resources(self, groups: set[str] | None) -> list[Resource]:
         found = []
