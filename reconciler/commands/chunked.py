@@ -95,7 +95,7 @@ class Chunks:
         """Plan every chunk; write all but the last (see `write_last`)."""
         projects = sorted(g for g in stale if not g.startswith("@"))
         chunks = [projects[i : i + self.size] for i in range(0, len(projects), self.size)]
-        where = self._files_of_groups(stale)
+        where = files_of_groups(self.loaded, stale)
         self._files_broken = any(f.summary.has_problems for f in self.loaded.files.values())
         if any(g.startswith("@") for g in stale):
             self._global = self._plan({g for g in stale if g.startswith("@")}, where)
@@ -106,6 +106,7 @@ class Chunks:
                 self._keep(chunk.changes)
             else:
                 self._last = chunk
+            del chunk  # before the next chunk is loaded, not after: one chunk in hand
         for extra in (self._global, self._last):
             if extra is not None:
                 self._keep(extra.changes, final=False)
@@ -122,15 +123,6 @@ class Chunks:
         changes = [change for c in parts for change in c.changes]
         users = sorted({u for c in parts for u in c.new_users})
         Writer(self.conn, desired, actual, self._user_ids).write_changes(changes, users)
-
-    def _files_of_groups(self, stale: set[str]) -> dict[str, list[int]]:
-        """The files (by their place in file order) that hold resources of each stale group."""
-        where: dict[str, list[int]] = {}
-        for number, loaded in enumerate(self.loaded.files.values()):
-            for group, _ in loaded.summary.groups:
-                if group in stale:
-                    where.setdefault(group, []).append(number)
-        return where
 
     def _plan(self, groups: set[str], where: dict[str, list[int]]) -> Chunk:
         names = list(self.loaded.files)
@@ -229,6 +221,39 @@ class Chunks:
             [problem for _, _, refused in self._gate for problem in refused],
             self._kept,
         )
+
+
+def checked(loaded: files.LoadedFiles, size: int | None = None) -> tuple[int, list[Problem]]:
+    """`validate`'s checks across files (duplicates, unknown projects, the pipelines' rules),
+    a chunk of groups at a time: each rule looks within one group (a slot, a project's
+    workflows), so the problems are those of every resource checked at once. How many
+    resources there are, and the problems (the files' own ones are the caller's)."""
+    size = size or chunk_projects()
+    groups: set[str] = {g for f in loaded.files.values() for g, _ in f.summary.groups}
+    where = files_of_groups(loaded, groups)
+    names = list(loaded.files)
+    projects = sorted(g for g in groups if not g.startswith("@"))
+    chunks = [{g for g in groups if g.startswith("@")}]
+    chunks += [set(projects[i : i + size]) for i in range(0, len(projects), size)]
+    count, found = 0, []
+    for chunk in chunks:
+        paths = [names[n] for n in sorted({n for g in chunk for n in where.get(g, ())})]
+        resources = loaded.resources_of(paths, chunk)
+        count += len(resources)
+        desired, problems = assemble(resources, known_projects=set())
+        found += [*problems, *pipelines.check(desired)]
+        del resources, desired  # before the next chunk is loaded
+    return count, found
+
+
+def files_of_groups(loaded: files.LoadedFiles, groups: set[str]) -> dict[str, list[int]]:
+    """The files (by their place in file order) that hold resources of each of these groups."""
+    where: dict[str, list[int]] = {}
+    for number, file in enumerate(loaded.files.values()):
+        for group, _ in file.summary.groups:
+            if group in groups:
+                where.setdefault(group, []).append(number)
+    return where
 
 
 def _key(change: Change) -> str:

@@ -19,9 +19,9 @@ from pathlib import Path
 from typing import Any
 
 from reconciler import checkout, files, gitrepo
-from reconciler.commands.chunked import Chunks, Outcome
-from reconciler.core import pipelines, render
-from reconciler.core.desired import ANY_BRANCH, DesiredState, assemble
+from reconciler.commands.chunked import Chunks, Outcome, checked
+from reconciler.core import render
+from reconciler.core.desired import ANY_BRANCH, DesiredState
 from reconciler.core.plan import (
     Code,
     CodeHead,
@@ -87,15 +87,15 @@ def validate(options: Options, out: Echo) -> int:
                 "directory with -C DIR, or start one with `reconcile init`"
             )
         # Every resource is assembled: the pipelines' rules (needs, cycles, triggers) look
-        # across the workflows of a project, which may stand in several files.
-        resources = loaded.resources()
-        desired, problems = assemble(resources, known_projects=set())
-    found = collect(loaded.problems, problems, pipelines.check(desired))
+        # across the workflows of a project, which may stand in several files. A chunk of
+        # projects at a time, so that a large fleet's resources are not all held at once.
+        count, problems = checked(loaded)
+    found = collect(loaded.problems, problems)
     if found and options.output == "json":
         out(json.dumps({"valid": False, "problems": [p.as_dict() for p in found]}, indent=2))
     if found:
         raise InvalidFiles(found, options.state_dir)
-    _say_valid(options, out, len(loaded.files), len(resources))
+    _say_valid(options, out, len(loaded.files), count)
     return 0
 
 
