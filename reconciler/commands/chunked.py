@@ -19,6 +19,7 @@ The plan's order (kind, then key) and its problems are those of a plan made at o
 from __future__ import annotations
 
 import os
+from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -99,14 +100,29 @@ class Chunks:
         self._files_broken = any(f.summary.has_problems for f in self.loaded.files.values())
         if any(g.startswith("@") for g in stale):
             self._global = self._plan({g for g in stale if g.startswith("@")}, where)
-        for number, groups in enumerate(chunks, 1):
-            chunk = self._plan(set(groups), where)
-            if number < len(chunks):
-                self._write(chunk)
-                self._keep(chunk.changes)
-            else:
-                self._last = chunk
-            del chunk  # before the next chunk is loaded, not after: one chunk in hand
+        with ThreadPoolExecutor(1, thread_name_prefix="chunk-writer") as writer:
+            for groups in chunks:
+                self._last = self._next(set(groups), where, writer)
+        return self._finish()
+
+    def _next(self, groups: set[str], where: dict[str, list[int]], writer: Executor) -> Chunk:
+        """Plan this chunk while the previous one (`self._last`) is written: its rows are
+        read first, the database then takes the previous chunk's writes while this process
+        loads and checks this chunk's resources (the work of each overlaps the other's)."""
+        actual = self._index(groups)
+        previous, self._last = self._last, None
+        written = writer.submit(self._write, previous) if previous else None
+        try:
+            desired, found = self._desired(groups, where, actual)
+        finally:
+            if written:
+                written.result()  # the refusals of the database are raised here
+        if previous:
+            self._keep(previous.changes)
+        del previous  # before the next chunk is diffed: one chunk in hand
+        return self._changes(desired, actual, found)
+
+    def _finish(self) -> Outcome:
         for extra in (self._global, self._last):
             if extra is not None:
                 self._keep(extra.changes, final=False)
@@ -125,17 +141,32 @@ class Chunks:
         Writer(self.conn, desired, actual, self._user_ids).write_changes(changes, users)
 
     def _plan(self, groups: set[str], where: dict[str, list[int]]) -> Chunk:
-        names = list(self.loaded.files)
-        paths = [names[n] for n in sorted({n for g in groups for n in where.get(g, ())})]
+        actual = self._index(groups)
+        desired, found = self._desired(groups, where, actual)
+        return self._changes(desired, actual, found)
+
+    def _index(self, groups: set[str]) -> state.ActualState:
         if self._users is None:
             self._users = state.read_users(self.conn)
-        actual = state.read(self.conn, groups, self._users)
+        return state.read(self.conn, groups, self._users)
+
+    def _desired(
+        self, groups: set[str], where: dict[str, list[int]], actual: state.ActualState
+    ) -> tuple[DesiredState, list[Problem]]:
+        """The chunk's resources, users resolved, and their problems (no database: this runs
+        while the previous chunk is written)."""
+        names = list(self.loaded.files)
+        paths = [names[n] for n in sorted({n for g in groups for n in where.get(g, ())})]
         known = {identity[0] for kind, identity in actual.index if kind == "project"}
         desired, problems = assemble(self.loaded.resources_of(paths, groups), known)
         desired, _, unknown = resolve_members(
             desired, actual.users, create_missing=self.create_users
         )
-        found = [*problems, *unknown, *pipelines.check(desired)]
+        return desired, [*problems, *unknown, *pipelines.check(desired)]
+
+    def _changes(
+        self, desired: DesiredState, actual: state.ActualState, found: list[Problem]
+    ) -> Chunk:
         self._problems += found
         rows = state.read_rows(self.conn, actual, needs_detail(desired, actual.index))
         changes = diff(desired, actual.index, rows)
