@@ -18,6 +18,7 @@ The plan's order (kind, then key) and its problems are those of a plan made at o
 
 from __future__ import annotations
 
+import ctypes
 import os
 from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -91,12 +92,16 @@ class Chunks:
     _global: Chunk | None = None
     _last: Chunk | None = None
     _files_broken: bool = False  # the files have problems of their own: nothing is written
+    _unused: list[int] = field(default_factory=list)  # per file: its stale groups not loaded
+    _names: list[str] = field(default_factory=list)  # the files, in file order
 
     def run(self, stale: set[str]) -> Outcome:
         """Plan every chunk; write all but the last (see `write_last`)."""
         projects = sorted(g for g in stale if not g.startswith("@"))
         chunks = [projects[i : i + self.size] for i in range(0, len(projects), self.size)]
         where = files_of_groups(self.loaded, stale)
+        self._unused = _unused_groups(where)
+        self._names = list(self.loaded.files)
         self._files_broken = any(f.summary.has_problems for f in self.loaded.files.values())
         if any(g.startswith("@") for g in stale):
             self._global = self._plan({g for g in stale if g.startswith("@")}, where)
@@ -155,10 +160,10 @@ class Chunks:
     ) -> tuple[DesiredState, list[Problem]]:
         """The chunk's resources, users resolved, and their problems (no database: this runs
         while the previous chunk is written)."""
-        names = list(self.loaded.files)
-        paths = [names[n] for n in sorted({n for g in groups for n in where.get(g, ())})]
+        paths = _paths(self._names, groups, where)
         known = {identity[0] for kind, identity in actual.index if kind == "project"}
         desired, problems = assemble(self.loaded.resources_of(paths, groups), known)
+        _release_done(self.loaded, self._names, groups, where, self._unused)
         desired, _, unknown = resolve_members(
             desired, actual.users, create_missing=self.create_users
         )
@@ -262,14 +267,15 @@ def checked(loaded: files.LoadedFiles, size: int | None = None) -> tuple[int, li
     size = size or chunk_projects()
     groups: set[str] = {g for f in loaded.files.values() for g, _ in f.summary.groups}
     where = files_of_groups(loaded, groups)
+    unused = _unused_groups(where)
     names = list(loaded.files)
     projects = sorted(g for g in groups if not g.startswith("@"))
     chunks = [{g for g in groups if g.startswith("@")}]
     chunks += [set(projects[i : i + size]) for i in range(0, len(projects), size)]
     count, found = 0, []
     for chunk in chunks:
-        paths = [names[n] for n in sorted({n for g in chunk for n in where.get(g, ())})]
-        resources = loaded.resources_of(paths, chunk)
+        resources = loaded.resources_of(_paths(names, chunk, where), chunk)
+        _release_done(loaded, names, chunk, where, unused)
         count += len(resources)
         desired, problems = assemble(resources, known_projects=set())
         found += [*problems, *pipelines.check(desired)]
@@ -285,6 +291,56 @@ def files_of_groups(loaded: files.LoadedFiles, groups: set[str]) -> dict[str, li
             if group in groups:
                 where.setdefault(group, []).append(number)
     return where
+
+
+def _paths(names: list[str], groups: set[str], where: dict[str, list[int]]) -> list[str]:
+    """The files holding resources of these groups, in file order (`names`)."""
+    return [names[n] for n in sorted({n for g in groups for n in where.get(g, ())})]
+
+
+def _unused_groups(where: dict[str, list[int]]) -> list[int]:
+    """Per file (by place), how many of the groups to load it holds resources of."""
+    counts: dict[int, int] = {}
+    for numbers in where.values():
+        for number in numbers:
+            counts[number] = counts.get(number, 0) + 1
+    return [counts.get(n, 0) for n in range(max(counts, default=-1) + 1)]
+
+
+def _release_done(
+    loaded: files.LoadedFiles,
+    names: list[str],
+    groups: set[str],
+    where: dict[str, list[int]],
+    unused: list[int],
+) -> None:
+    """Release the parsed files whose every group has now been loaded: no later chunk reads
+    them again, and a fleet's parsed files are as large as its plan."""
+    for group in groups:
+        for number in where.get(group, ()):
+            unused[number] -= 1
+            if unused[number] == 0:
+                loaded.files[names[number]].release()
+    _give_back_freed_memory()
+
+
+def _give_back_freed_memory() -> None:
+    """Return the C heap's free pages to the system (glibc's malloc_trim): the released files'
+    pickled results were allocated there, between objects that stay, so the heap would keep
+    them as the process's memory, not reused by Python's own allocator."""
+    if _LIBC is not None:
+        _LIBC.malloc_trim(0)
+
+
+def _libc() -> Any:
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        return libc if hasattr(libc, "malloc_trim") else None
+    except OSError:  # not glibc
+        return None
+
+
+_LIBC = _libc()
 
 
 def _key(change: Change) -> str:
