@@ -17,7 +17,7 @@ from pathlib import Path
 from bench.fleet import edit_one, write_fleet
 from bench.reconcile_bench import git
 from reconciler.commands import diff
-from reconciler.commands.reconcile import Options
+from reconciler.commands.shared import Options
 
 
 def main() -> None:

@@ -32,17 +32,20 @@ from dataclasses import dataclass
 from functools import cache
 from importlib import resources as package_data
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from reconciler import __version__
+from reconciler.core import pipelines
 from reconciler.core import problems as codes
 from reconciler.core.desired import Resource, Slot, from_plain
 from reconciler.core.problems import Problem, Source
 from reconciler.core.summary import FileSummary, group_of, summarize
-from reconciler.core.validate import FileResult, check_file
 from reconciler.errors import ReconcilerError
 from reconciler.ignore import IGNORE_FILE, Ignored
 from reconciler.reading import Refused, StateReader
+
+if TYPE_CHECKING:
+    from reconciler.core.validate import FileResult
 
 Progress = Callable[[int, int], None]
 _RACY_NS = 2_000_000_000
@@ -54,22 +57,24 @@ StatKey = tuple[int, int, int, int]  # size, mtime_ns, ctime_ns (no tool sets it
 class LoadedFile:
     """One file: its summary at once, its resources and problems when asked for."""
 
-    __slots__ = ("_blob", "_result", "_slots", "summary")
+    __slots__ = ("_across", "_blob", "_result", "summary")
 
     def __init__(
         self,
         summary: FileSummary,
         result: FileResult | None,
         blob: bytes | None,
-        slots: bytes | None = None,
+        across: bytes | None = None,
     ) -> None:
         self.summary = summary
         self._result = result
         self._blob = blob
-        self._slots = slots
+        self._across = across
 
     @property
     def result(self) -> FileResult:
+        from reconciler.core.validate import FileResult  # noqa: PLC0415  (see _checked)
+
         if self._result is None:
             assert self._blob is not None, "the file's resources were released"
             plain, problems = pickle.loads(self._blob)  # noqa: S301  (the user's own cache)
@@ -99,13 +104,36 @@ class LoadedFile:
         return self._blob
 
     @property
-    def slots(self) -> bytes:
-        """The slots (kind, identity) of its resources, pickled apart from the result: all a
-        check across files needs when it finds nothing, at a fifth of the result's cost."""
-        if self._slots is None:
-            found = [(r.kind, r.identity) for r in self.result.resources]
-            self._slots = pickle.dumps(found, protocol=pickle.HIGHEST_PROTOCOL)
-        return self._slots
+    def across(self) -> bytes:
+        """What the checks across files need of it (an Across), pickled apart from the result:
+        all they need when they find nothing, at a fifth of the result's cost."""
+        if self._across is None:
+            resources = self.result.resources
+            found = (
+                [(r.kind, r.identity) for r in resources],
+                {r.identity[0] for r in resources if r.kind == "project"},
+                {r.identity[0] for r in resources if r.kind in ("workflow", "membership")},
+                pipelines.projects_with_needs(resources),
+                pipelines.projects_with_paths(resources),
+                [(r.identity[0], p) for r in resources for p in pipelines.triggers((r,))],
+            )
+            self._across = pickle.dumps(found, protocol=pickle.HIGHEST_PROTOCOL)
+        return self._across
+
+
+class Across(NamedTuple):
+    """What the checks across files need of the files: the slot of every resource (in file
+    order), the projects defined, the projects of the workflows and memberships, the projects
+    with a workflow that needs another, those with a workflow that has `paths`, and the
+    problems of each workflow's own triggers (pipelines.triggers, as if no project had a code
+    repository of its own), each with its project."""
+
+    slots: list[Slot]
+    projects: set[str]
+    referenced: set[str]
+    needs: set[str]
+    paths: set[str]
+    triggers: list[tuple[str, Problem]]
 
 
 @dataclass(frozen=True)
@@ -119,14 +147,19 @@ class LoadedFiles:
                 p for f in self.files.values() if f.summary.has_problems for p in f.result.problems
             )
 
-    def slots(self) -> list[Slot]:
-        """The slot of every resource, in file order."""
+    def across(self) -> Across:
+        """What the checks across files need of every file, without loading the resources."""
+        found = Across([], set(), set(), set(), set(), [])
         with without_cyclic_gc():
-            return [
-                slot
-                for f in self.files.values()
-                for slot in pickle.loads(f.slots)  # noqa: S301  (the user's own cache)
-            ]
+            for f in self.files.values():
+                slots, projects, referenced, needs, paths, triggers = pickle.loads(f.across)  # noqa: S301
+                found.slots.extend(slots)
+                found.projects.update(projects)
+                found.referenced.update(referenced)
+                found.needs.update(needs)
+                found.paths.update(paths)
+                found.triggers.extend(triggers)
+        return found
 
     def resources(self, groups: set[str] | None = None) -> list[Resource]:
         """The resources of these groups (all when None), in file order."""
@@ -195,7 +228,7 @@ def load(root: Path, cache_dir: Path | None, progress: Progress | None = None) -
     """The files of a working tree: unchanged ones (same stat) from the cache's index, others
     from the cache by content, the rest parsed. `progress(done, total)` is told of each file
     (for a progress line on a terminal)."""
-    store = _Store(cache_dir) if cache_dir else None
+    store = _store(cache_dir) if cache_dir else None
     index = store.tree_index(root) if store else {}
     loaded: dict[str, LoadedFile | None] = {}
     pending: list[_Pending] = []
@@ -232,7 +265,7 @@ def load_blobs(
     """The files of a git tree, as (relative path, blob id): the cache is keyed by blob ids,
     so a cached blob is trusted as it is and `read` (the blob's bytes) is called only for new
     ones. (`repo` is kept for callers; the cache is shared by every tree and working tree.)"""
-    store = _Store(cache_dir) if cache_dir else None
+    store = _store(cache_dir) if cache_dir else None
     loaded: dict[str, LoadedFile | None] = {}
     pending: list[_Pending] = []
     for relative, sha in blobs:
@@ -270,7 +303,7 @@ def _from_index(
 ) -> LoadedFile | _Pending:
     """The cached file if its stat is unchanged (and not racy), else the file's bytes (only
     what the reader accepts: reading.py)."""
-    stat = reader.stat(Path(path))
+    stat = reader.stat(path)
     key = (stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns, stat.st_ino)
     entry = index.get(relative)
     if store and entry and entry[0] == key and entry[2] - max(key[1], key[2]) > _RACY_NS:
@@ -278,7 +311,7 @@ def _from_index(
         if hit:
             store.index_keep(relative, entry)
             return hit
-    content = reader.read(Path(path))
+    content = reader.read(path)
     return _Pending(relative, content, blob_id(content), key)
 
 
@@ -313,6 +346,8 @@ def _parsed(items: list[_Pending]) -> Iterator[LoadedFile]:
     workers = _cores()
     if len(items) < PARALLEL_FROM or workers < 2:
         return _young_gc_only(_checked(item.relative, item.content) for item in items)
+    import reconciler.core.validate  # noqa: F401, PLC0415  (loaded once, before forking)
+
     return _parsed_in_pool(items, workers)
 
 
@@ -329,7 +364,7 @@ def _parsed_in_pool(items: list[_Pending], workers: int) -> Iterator[LoadedFile]
         context = multiprocessing.get_context("fork")
         with ProcessPoolExecutor(workers, mp_context=context) as pool:
             for part in pool.map(_parse_chunk, chunks):
-                yield from (LoadedFile(FileSummary(*s), None, b, slots) for s, b, slots in part)
+                yield from (LoadedFile(FileSummary(*s), None, b, a) for s, b, a in part)
                 done += len(part)
     except BrokenProcessPool:
         yield from _young_gc_only(_checked(i.relative, i.content) for i in items[done:])
@@ -338,12 +373,13 @@ def _parsed_in_pool(items: list[_Pending], workers: int) -> Iterator[LoadedFile]
 
 
 _FORKED_ITEMS: list[_Pending] = []
+_OPEN: dict[Path, _Store] = {}  # the caches this process has read, by folder
 
 
 def _parse_chunk(bounds: tuple[int, int]) -> list[tuple[tuple[Any, ...], bytes, bytes]]:
     items = _FORKED_ITEMS[bounds[0] : bounds[1]]
     parsed = _young_gc_only(_checked(i.relative, i.content) for i in items)
-    return [(tuple(p.summary), p.blob, p.slots) for p in parsed]
+    return [(tuple(p.summary), p.blob, p.across) for p in parsed]
 
 
 def _cores() -> int:
@@ -390,17 +426,24 @@ def _checked(relative: str, content: bytes) -> LoadedFile:
         text = content.decode("utf-8")
     except UnicodeDecodeError as exc:
         return _not_utf8(relative, content, exc)
+    # the parser and the validators are loaded only when a file is parsed (not for a cache hit)
+    from reconciler.core.validate import check_file  # noqa: PLC0415
+
     result = check_file(relative, text)
     return LoadedFile(summarize(result.resources, bool(result.problems)), result, None)
 
 
 def refused_file(relative: str, refused: Refused) -> LoadedFile:
     """A file that is not read (a link out of the state directory, a FIFO, too large)."""
+    from reconciler.core.validate import FileResult  # noqa: PLC0415
+
     problems = (refused.problem(relative),)
     return LoadedFile(summarize((), has_problems=True), FileResult((), problems), None)
 
 
 def _not_utf8(relative: str, content: bytes, exc: UnicodeDecodeError) -> LoadedFile:
+    from reconciler.core.validate import FileResult  # noqa: PLC0415
+
     before = content[: exc.start]
     line = before.count(b"\n") + 1
     col = exc.start - before.rfind(b"\n")
@@ -410,6 +453,8 @@ def _not_utf8(relative: str, content: bytes, exc: UnicodeDecodeError) -> LoadedF
 
 
 def _unreadable(relative: str, exc: Exception) -> LoadedFile:
+    from reconciler.core.validate import FileResult  # noqa: PLC0415
+
     problem = Problem(Source(relative), codes.UNREADABLE_FILE, f"cannot read the file: {exc}")
     return LoadedFile(summarize((), has_problems=True), FileResult((), (problem,)), None)
 
@@ -436,10 +481,27 @@ def _version() -> str:
 
 
 # An entry, as plain tuples: (strong digest of the bytes, summary, pickled result, pickled
-# slots), by
+# Across), by
 # (relative path, blob id); an index entry: (stat key, blob id, made at (ns)), by relative path.
 _Entry = tuple[str, tuple[Any, ...], bytes, bytes]
 _IndexEntry = tuple[StatKey, str, int]
+
+
+def _store(folder: Path) -> _Store:
+    """The parse cache in this folder, read once per process while its file stays as this
+    process last read or wrote it (`diff` loads a tree, then the working tree)."""
+    store = _OPEN.get(folder)
+    if store is None or store.stamp != _stamp(store.path):
+        store = _OPEN[folder] = _Store(folder)
+    return store
+
+
+def _stamp(path: Path) -> tuple[int, int, int] | None:
+    try:
+        found = path.stat()
+    except OSError:
+        return None
+    return (found.st_mtime_ns, found.st_size, found.st_ino)
 
 
 class _Store:
@@ -449,6 +511,7 @@ class _Store:
 
     def __init__(self, folder: Path) -> None:
         self.path = folder / "parse-cache.pickle"
+        self.stamp = _stamp(self.path)
         self.entries: dict[tuple[str, str], _Entry] = {}
         self.trees: dict[str, dict[str, _IndexEntry]] = {}
         self._read()
@@ -495,7 +558,7 @@ class _Store:
         return LoadedFile(FileSummary(*entry[1]), None, entry[2], entry[3])
 
     def put(self, relative: str, blob: str, strong: str, loaded: LoadedFile) -> None:
-        self.entries[(relative, blob)] = (strong, tuple(loaded.summary), loaded.blob, loaded.slots)
+        self.entries[(relative, blob)] = (strong, tuple(loaded.summary), loaded.blob, loaded.across)
         self.used.add((relative, blob))
         self.dirty = True
 
@@ -521,5 +584,7 @@ class _Store:
                 pickle.dump(_version(), handle, protocol=pickle.HIGHEST_PROTOCOL)
                 pickle.dump((self.entries, self.trees), handle, protocol=pickle.HIGHEST_PROTOCOL)
             staging.replace(self.path)
+            self.stamp = _stamp(self.path)
+            self.dirty = False
         except OSError:
             pass  # a cache that cannot be written only costs time

@@ -115,27 +115,37 @@ class GitTree:
         except KeyError:
             return []  # the state directory does not exist at that ref
         ignored = self._ignore_rules(tree)
+        skipped: dict[str, bool] = {}  # folder -> inside an ignored (or hidden) folder
         found = []
-        tree_any: Any = tree  # gitpython's traverse() overloads do not type a plain walk
-
-        def prune(item: Any, _depth: int) -> bool:
-            if item.type != "tree" or item.path in ("", self.prefix):  # the state dir itself
-                return False
-            return ignored.folder(self._relative(item.path))
-
-        items: Iterable[Any] = tree_any.traverse(prune=prune)
-        for item in items:
-            if item.type != "blob":
-                continue
-            relative = self._relative(item.path)
+        for mode, kind, sha, relative in self._listing(tree.hexsha):
+            if kind != "blob" or _in_ignored_folder(relative, ignored, skipped):
+                continue  # a submodule, or a file below a folder that is not walked
             try:
                 if not ignored.file(relative):
-                    found.append((relative, self._regular(item)))
-                elif item.mode == _SYMLINK and not ignored.folder(relative):
-                    self._refuse_folder_link(item)
+                    found.append((relative, sha if mode != _SYMLINK else self._link(relative)))
+                elif mode == _SYMLINK and not ignored.folder(relative):
+                    self._refuse_folder_link(self._item(relative))
             except Refused as refused:
                 self.refused.append((relative, refused))
         return sorted(found)
+
+    def _listing(self, tree: str) -> Iterable[tuple[int, str, str, str]]:
+        """(mode, type, sha, path below the tree) of every entry under it: one `git ls-tree`
+        (walking the tree object by object in Python took 0.1-0.2 s for 10,000 files)."""
+        listing = self.repo.git.ls_tree(
+            "-r", "-z", "--full-tree", tree, strip_newline_in_stdout=False
+        )
+        for entry in listing.split("\0"):
+            if entry:
+                meta, _, path = entry.partition("\t")
+                mode, kind, sha = meta.split()
+                yield int(mode, 8), kind, sha, path
+
+    def _item(self, relative: str) -> Any:
+        return self.commit.tree / (f"{self.prefix}/{relative}" if self.prefix else relative)
+
+    def _link(self, relative: str) -> str:
+        return self._regular(self._item(relative))
 
     def _relative(self, path: str) -> str:
         """The path below the state directory (a prefix cut: relpath per blob is slow)."""
@@ -210,6 +220,17 @@ class GitTree:
 
     def close(self) -> None:
         self.repo.close()
+
+
+def _in_ignored_folder(relative: str, ignored: Ignored, skipped: dict[str, bool]) -> bool:
+    """Whether a folder above this path is skipped (hidden or ignored), as a walk that does not
+    descend into such folders would find."""
+    folder = posixpath.dirname(relative)
+    if not folder:
+        return False
+    if folder not in skipped:
+        skipped[folder] = _in_ignored_folder(folder, ignored, skipped) or ignored.folder(folder)
+    return skipped[folder]
 
 
 def changed_files(state_dir: Path, since: str | None, commit: str | None) -> frozenset[str] | None:

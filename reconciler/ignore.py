@@ -20,6 +20,7 @@ class Ignored:
 
     def __init__(self, lines: Iterable[str] = ()) -> None:
         self._spec = pathspec.GitIgnoreSpec.from_lines(list(lines))
+        self._any = bool(self._spec.patterns)  # most state directories have no rules
 
     @classmethod
     def parse(cls, text: str | None) -> Ignored:
@@ -27,12 +28,14 @@ class Ignored:
 
     def folder(self, relative: str) -> bool:
         """Whether to skip this folder and everything in it."""
-        return _hidden(relative) or self._spec.match_file(relative + "/")
+        return _hidden(relative) or (self._any and self._spec.match_file(relative + "/"))
 
     def file(self, relative: str) -> bool:
         """Whether this path is not a state file (wrong suffix, hidden or ignored)."""
         return (
-            not relative.endswith(SUFFIXES) or _hidden(relative) or self._spec.match_file(relative)
+            not relative.endswith(SUFFIXES)
+            or _hidden(relative)
+            or (self._any and self._spec.match_file(relative))
         )
 
 

@@ -54,7 +54,7 @@ class StateReader:
         self.root = os.path.realpath(root)
         self.total = 0
 
-    def stat(self, path: Path) -> os.stat_result:
+    def stat(self, path: str | Path) -> os.stat_result:
         """The file's stat, if it is one reconcile reads; else Refused (nothing is opened)."""
         link = os.lstat(path)
         if st.S_ISLNK(link.st_mode):
@@ -72,7 +72,7 @@ class StateReader:
             raise Refused(codes.LIMIT_EXCEEDED, limits.run_too_large(self.total))
         return found
 
-    def read(self, path: Path) -> bytes:
+    def read(self, path: str | Path) -> bytes:
         """At most the per-file limit of bytes, from a file that is still a regular file once
         opened (never blocking on a FIFO swapped in after `stat`)."""
         fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | getattr(os, "O_CLOEXEC", 0))

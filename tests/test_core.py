@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import datetime
+import decimal
 import json
 import random
+import uuid
 from typing import Any
 
 import pytest
@@ -421,3 +424,20 @@ def test_the_slot_check_agrees_with_assemble() -> None:
         assert clean == (problems == [])
         outcomes.add(clean)
     assert outcomes == {True, False}
+
+
+def test_json_output_is_the_text_json_dumps_writes() -> None:
+    """render.dumps (orjson) writes what json.dumps(indent=2, default=str) wrote: ASCII with
+    every other character escaped (terminal controls, bidi overrides, astral characters),
+    keys of any type, UUIDs, datetimes, decimals; json itself where orjson cannot."""
+    document: dict[Any, Any] = {
+        "text": 'x\x00\x08\t\n\x1b\x1f\x7f\x80\x9b é \u202e 😀 "\\ /',
+        "values": [1, 2.5, -0.0, True, None, [], {}, (1, "a")],
+        3: {None: 1, True: 2, 1.5: 3},
+        "id": uuid.UUID("12345678-1234-5678-1234-567812345678"),
+        "at": datetime.datetime(2026, 1, 2, 3, 4, 5, tzinfo=datetime.UTC),
+        "amount": decimal.Decimal("1.50"),
+    }
+    assert render.dumps(document) == json.dumps(document, indent=2, default=str)
+    huge = {"n": 10**30, "lone surrogate": "\ud800"}
+    assert render.dumps(huge) == json.dumps(huge, indent=2, default=str)

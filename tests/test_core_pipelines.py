@@ -89,6 +89,24 @@ def test_pipeline_problems_point_at_the_value(workflows: str, expected: str) -> 
     assert problems(workflows) == [expected]
 
 
+def test_paths_are_refused_on_a_project_with_its_own_code_repository() -> None:
+    """Apply resolves such a project's code with `git ls-remote`: it knows the head, not the
+    files a push changed, so a `paths` filter would be silently ignored."""
+    head = HEAD.replace(
+        "workflows:\n", "repository: https://git.example.com/acme.git\nworkflows:\n"
+    )
+    workflows = "  - {type: build, name: n, on: [push], paths: ['addons/**']}\n"
+    result = check_file("p.yaml", head + workflows)
+    assert not result.problems, result.problems
+    desired, found = assemble(result.resources, set())
+    assert [str(p) for p in found + pipelines.check(desired)] == [
+        "p.yaml:9:47: E163 workflow acme/build/n: paths cannot filter the pushes of project "
+        "acme: its code is in its own repository, of which apply sees only the head; remove "
+        "paths"
+    ]
+    assert problems(workflows) == []  # the same workflow on a project of the state repository
+
+
 T0 = datetime(2026, 3, 28, 23, 30, tzinfo=UTC)
 
 

@@ -23,7 +23,7 @@ from reconciler import cli
 from reconciler.commands import runs
 from reconciler.core.emails import LOWER, UPPER, email_key
 from reconciler.core.summary import row_hash
-from reconciler.db import migrations, secrets
+from reconciler.db import migrations, secrets, state
 from reconciler.db.connection import lock_key
 from tests.cli import Result, reconcile
 from tests.gitrepo import Repo
@@ -595,6 +595,32 @@ def test_the_membership_hash_is_the_same_in_python_and_sql(conn: Conn) -> None:
             (email,),
         )
         assert sql_hash == row_hash("membership", ("p", email_key(email)), "d")
+
+
+def test_the_plans_reads_key_every_email_as_ops_email_key(conn: Conn) -> None:
+    """The plan's bulk reads (read_users, group_summaries) take an ASCII shortcut to the key;
+    every e-mail, ASCII or not, gets the key of emails.py all the same."""
+    emails = ["Plain.ASCII@Example.COM", "x_y+Z@a.b", "\u212aelvin@x.org", *TRICKY]
+    ids = {email: str(make_user(conn, email)) for email in emails}
+    users = state._users(conn)
+    for email, user_id in ids.items():
+        assert users[email_key(email)] == user_id
+    project = scalar(
+        conn,
+        "insert into ops.projects (workspace_key, slug, name, odoo_version, managed_by, "
+        "spec_hash) values ('p', 'p', 'p', '18.0', %s, 'p') returning id",
+        (MANAGER,),
+    )
+    for user_id in ids.values():
+        conn.execute(
+            "insert into ops.project_memberships (project_id, user_id, role, managed_by, "
+            "spec_hash) values (%s, %s, 'viewer', %s, 'd')",
+            (project, user_id, MANAGER),
+        )
+    expected = row_hash("project", ("p",), "p") + sum(
+        row_hash("membership", ("p", email_key(email)), "d") for email in emails
+    )
+    assert state.group_states(conn)["p"].total == expected
 
 
 def test_an_existing_user_is_found_whatever_the_case(tmp_path: Path, db_url: str) -> None:

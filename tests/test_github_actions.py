@@ -14,7 +14,7 @@ import pytest
 import yaml
 from psycopg.conninfo import make_conninfo
 
-from reconciler.commands.reconcile import cache_dir
+from reconciler.commands.shared import cache_dir
 from tests.gitrepo import Repo
 
 pytestmark = pytest.mark.slow

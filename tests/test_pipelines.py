@@ -255,3 +255,78 @@ def test_the_reaper_settles_a_waiting_run_whose_need_ended_unseen(
     assert claim(conn) is None  # the flag still says waiting
     scalar(conn, "select ops.reap_expired_runs()")
     assert claim(conn) == str(test)
+
+
+def expire(conn: Conn, run_id: Any) -> None:
+    """The run's worker died: its lease ran out (as if no heartbeat came for a lease period)."""
+    conn.execute(
+        "update ops.runs set lease_expires_at = now() - interval '1 second' where id = %s",
+        (run_id,),
+    )
+
+
+def test_a_lane_claims_by_queue_order_even_while_the_older_run_is_locked(
+    conn: Conn, db_url: str, pipeline: Any
+) -> None:
+    """`skip locked` must not let a newer run of a lane jump an older queued one that another
+    transaction holds (a claimer that has not taken the lane yet, a cancel, a console's edit):
+    the newer one would start, then the older one after it."""
+    project = pipeline["project"]
+    hotfix = workflow(conn, project, "deploy", "hotfix", lane="production")
+    older = push(conn, project, pipeline["deploy"], A)  # no run of test/test for A: claimable
+    newer = push(conn, project, hotfix, B)
+    with psycopg.connect(db_url) as other, other.transaction():
+        other.execute("select from ops.runs where id = %s for update", (older,))
+        assert claim(conn) is None  # not the newer run: the older one is first in its lane
+    assert claim(conn) == str(older)
+    assert claim(conn) is None
+    finish(conn, older, 0)
+    assert claim(conn) == str(newer)
+
+
+def test_a_lane_run_requeued_after_a_newer_push_is_superseded_by_it(
+    conn: Conn, pipeline: Any
+) -> None:
+    """A started run is not superseded; when its worker dies and the reaper puts it back in
+    the queue behind a newer commit of its workflow, the newer commit is what the lane deploys."""
+    project, deploy = pipeline["project"], pipeline["deploy"]
+    first = push(conn, project, deploy, A)
+    assert claim(conn, "dies") == str(first)
+    second = push(conn, project, deploy, B)
+    expire(conn, first)
+    assert scalar(conn, "select ops.reap_expired_runs()") == 1
+    assert status_of(conn, first) == "canceled"
+    reason = scalar(conn, "select error_message from ops.runs where id = %s", (first,))
+    assert reason == f"superseded by commit {B[:12]} (run #2) in lane production"
+    assert events(conn, first)[-3:] == [
+        "Run re-queued: its lease expired",
+        "Run canceled",
+        f"Superseded by commit {B[:12]} (run #2)",
+    ]
+    assert claim(conn) == str(second)
+
+
+def test_a_requeued_lane_run_with_nothing_newer_runs_again(conn: Conn, pipeline: Any) -> None:
+    project, deploy = pipeline["project"], pipeline["deploy"]
+    first = push(conn, project, deploy, A)
+    assert claim(conn, "dies") == str(first)
+    expire(conn, first)
+    assert scalar(conn, "select ops.reap_expired_runs()") == 1
+    assert status_of(conn, first) == "queued"
+    assert claim(conn) == str(first)
+    manual = scalar(conn, "select ops.request_run(%s, null, %s)", (deploy, B))
+    expire(conn, first)
+    scalar(conn, "select ops.reap_expired_runs()")
+    assert status_of(conn, first) == "queued"  # a manual start supersedes nothing
+    assert claim(conn) == str(first)
+    finish(conn, first, 0)
+    assert claim(conn) == str(manual)
+
+
+def test_a_worker_connected_as_service_role_claims_a_run_of_a_lane(
+    conn: Conn, pipeline: Any
+) -> None:
+    """The claim runs as its caller; the lane check must be callable by the service role."""
+    deploy = push(conn, pipeline["project"], pipeline["deploy"], A)
+    conn.execute("set role service_role")
+    assert claim(conn) == str(deploy)

@@ -190,7 +190,9 @@ def test_start_and_retry_from_the_cli(repo: Repo, db_url: str) -> None:
     assert "Traceback" not in bad.stderr
 
 
-def test_runs_schedule_shows_the_next_slots(repo: Repo, db_url: str) -> None:
+def test_runs_schedule_shows_the_next_slots_and_runs_list_the_soonest(
+    repo: Repo, db_url: str
+) -> None:
     assert run(repo, db_url, "apply", "--yes").code == 0
     shown = db(db_url, "runs", "schedule")
     assert shown.code == 0
@@ -199,6 +201,13 @@ def test_runs_schedule_shows_the_next_slots(repo: Repo, db_url: str) -> None:
     assert lines[1] == "  last slot: none yet"
     slots = lines[2].removeprefix("  next: ").split(", ")
     assert len(slots) == 3 and all(s.endswith(("01:00 UTC", "00:00 UTC")) for s in slots)
+    listed = db(db_url, "runs", "list").stdout.splitlines()
+    assert listed[-1] == (
+        f"next scheduled: acme/backup/nightly at {slots[0]} "
+        "(`reconcile runs schedule` shows every scheduled workflow's slots)"
+    )
+    assert "next scheduled" not in db(db_url, "runs", "list", "--project", "other").stdout
+    assert json.loads(db(db_url, "runs", "list", "-o", "json").stdout)  # JSON: runs only
 
 
 FLEET_PROJECT = """apiVersion: ops/v1

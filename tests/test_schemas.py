@@ -12,7 +12,8 @@ import pytest
 import yaml
 from jsonschema import Draft202012Validator
 
-from reconciler.commands.reconcile import Options, validate
+from reconciler.commands.shared import Options
+from reconciler.commands.validate import validate
 
 ROOT = Path(__file__).resolve().parent.parent
 SCHEMAS = sorted((ROOT / "schemas").glob("*.json"))

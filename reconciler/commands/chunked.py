@@ -259,30 +259,6 @@ class Chunks:
         )
 
 
-def checked(loaded: files.LoadedFiles, size: int | None = None) -> tuple[int, list[Problem]]:
-    """`validate`'s checks across files (duplicates, unknown projects, the pipelines' rules),
-    a chunk of groups at a time: each rule looks within one group (a slot, a project's
-    workflows), so the problems are those of every resource checked at once. How many
-    resources there are, and the problems (the files' own ones are the caller's)."""
-    size = size or chunk_projects()
-    groups: set[str] = {g for f in loaded.files.values() for g, _ in f.summary.groups}
-    where = files_of_groups(loaded, groups)
-    unused = _unused_groups(where)
-    names = list(loaded.files)
-    projects = sorted(g for g in groups if not g.startswith("@"))
-    chunks = [{g for g in groups if g.startswith("@")}]
-    chunks += [set(projects[i : i + size]) for i in range(0, len(projects), size)]
-    count, found = 0, []
-    for chunk in chunks:
-        resources = loaded.resources_of(_paths(names, chunk, where), chunk)
-        _release_done(loaded, names, chunk, where, unused)
-        count += len(resources)
-        desired, problems = assemble(resources, known_projects=set())
-        found += [*problems, *pipelines.check(desired)]
-        del resources, desired  # before the next chunk is loaded
-    return count, found
-
-
 def files_of_groups(loaded: files.LoadedFiles, groups: set[str]) -> dict[str, list[int]]:
     """The files (by their place in file order) that hold resources of each of these groups."""
     where: dict[str, list[int]] = {}

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from reconciler import files, gitrepo
-from reconciler.commands.reconcile import Echo, InvalidFiles, Options, cache_dir, show
+from reconciler.commands.shared import Echo, InvalidFiles, Options, cache_dir, show
 from reconciler.core import pipelines
 from reconciler.core.desired import DesiredState, assemble
 from reconciler.core.plan import Indexed, Plan, Row, collect, diff

@@ -14,12 +14,12 @@ import os
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from reconciler import checkout, files, gitrepo
-from reconciler.commands.chunked import Chunks, Outcome, checked
+from reconciler.commands.chunked import Chunks, Outcome
+from reconciler.commands.shared import Echo, InvalidFiles, Options, cache_dir, show
 from reconciler.core import render
 from reconciler.core.desired import ANY_BRANCH, DesiredState
 from reconciler.core.plan import (
@@ -33,7 +33,6 @@ from reconciler.core.plan import (
     plan_runs,
     refusal,
 )
-from reconciler.core.problems import Problem
 from reconciler.core.saved import SAVED_FORMAT, moved, saved
 from reconciler.core.summary import RunEntry, code_repositories, combine, stale_groups
 from reconciler.db import migrations, state
@@ -44,67 +43,8 @@ from reconciler.errors import CheckoutError, ReconcilerError
 
 HEAD_TIMEOUT_S = 20.0  # per `git ls-remote` of a project's code repository
 HEAD_LOOKUPS = 8  # at once
-Echo = Callable[[str], None]
-
-
-class InvalidFiles(ReconcilerError):
-    """The files have problems; nothing was written."""
-
-    def __init__(self, problems: list[Problem], root: Path | None = None) -> None:
-        super().__init__(f"{len(problems)} problem(s) in the files; nothing was written")
-        self.problems = problems
-        self.root = root  # the state directory the problems' files are relative to
-
-
 class PlanChanged(ReconcilerError):
     """The database or the files changed between the plan shown and the apply."""
-
-
-@dataclass(frozen=True)
-class Options:
-    state_dir: Path
-    database_url: str | None = None
-    lock_timeout_s: float = 30.0
-    output: str = "text"
-    detailed_exitcode: bool = False
-    ref: str | None = None
-    safety: Safety = field(default_factory=Safety)
-    use_cache: bool = True
-    colour: Callable[[str, str], str] = render.plain
-    read_only: bool = False  # plan without executing the writes (a read-only database user)
-    markdown_limit: int = render.MARKDOWN_LIMIT
-    projects: tuple[str, ...] = ()  # only these projects' changes and runs (empty: all)
-    progress: files.Progress | None = None  # told of the files parsed (on a terminal only)
-
-
-def validate(options: Options, out: Echo) -> int:
-    """Schema and cross-reference checks of the files alone."""
-    with files.without_cyclic_gc():
-        loaded = _load(options)
-        if not loaded.files:
-            raise ReconcilerError(
-                f"no state files (*.yaml, *.yml) in {options.state_dir}: give the state "
-                "directory with -C DIR, or start one with `reconcile init`"
-            )
-        # Every resource is assembled: the pipelines' rules (needs, cycles, triggers) look
-        # across the workflows of a project, which may stand in several files. A chunk of
-        # projects at a time, so that a large fleet's resources are not all held at once.
-        count, problems = checked(loaded)
-    found = collect(loaded.problems, problems)
-    if found and options.output == "json":
-        out(json.dumps({"valid": False, "problems": [p.as_dict() for p in found]}, indent=2))
-    if found:
-        raise InvalidFiles(found, options.state_dir)
-    _say_valid(options, out, len(loaded.files), count)
-    return 0
-
-
-def _say_valid(options: Options, out: Echo, files_count: int, resources_count: int) -> None:
-    if options.output == "json":
-        counts = {"files": files_count, "resources": resources_count}
-        out(json.dumps({"valid": True, **counts, "problems": []}, indent=2))
-    else:
-        out(f"{files_count} file(s), {resources_count} resource(s): valid")
 
 
 def plan(options: Options, out: Echo, save_to: Path | None = None, say: Echo = print) -> int:
@@ -155,16 +95,6 @@ def apply(options: Options, out: Echo, confirm: Callable[[str], bool] | None) ->
     else:
         out(f"Applied. {render.summary_line(result)}")
     return 0
-
-
-def show(result: Plan, options: Options, out: Echo, title: str = "reconcile plan") -> int:
-    if options.output == "json":
-        out(render.to_json(result))
-    elif options.output == "markdown":
-        out(render.to_markdown(result, options.markdown_limit, title))
-    else:
-        out(render.to_text(result, options.colour))
-    return 2 if options.detailed_exitcode and result.changes_present else 0
 
 
 def reconcile(
@@ -411,9 +341,3 @@ def actor() -> str | None:
     except (OSError, KeyError):
         return None
 
-
-def cache_dir() -> Path:
-    if explicit := os.environ.get("RECONCILE_CACHE_DIR"):
-        return Path(explicit)
-    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(base) / "ops-reconciler"

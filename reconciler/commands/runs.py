@@ -78,7 +78,13 @@ def _setup(options: dict[str, Any], out: Echo) -> Setup:
 
 
 def list_runs(url: str | None, lock_timeout_s: float, filters: dict[str, Any], out: Echo) -> int:
-    rows = _read(url, lock_timeout_s, lambda c: c.execute(query("runs_list"), filters).fetchall())
+    def read(conn: Any) -> Any:
+        return (
+            conn.execute(query("runs_list"), filters).fetchall(),
+            conn.execute(query("schedules"), {"project": filters.get("project")}).fetchall(),
+        )
+
+    rows, schedules = _read(url, lock_timeout_s, read)
     if filters.get("output") == "json":
         keys = (
             "id",
@@ -101,7 +107,26 @@ def list_runs(url: str | None, lock_timeout_s: float, filters: dict[str, Any], o
             f"{run_id}  {project}/{workflow} #{number}  {status:9}  attempt {attempt}"
             f"{'  ' + worker_id if worker_id else ''}"
         )
+    if soonest := _next_scheduled(schedules, datetime.now(UTC)):
+        workflow, slot = soonest
+        out(
+            f"next scheduled: {workflow} at {slot:%Y-%m-%d %H:%M} UTC "
+            "(`reconcile runs schedule` shows every scheduled workflow's slots)"
+        )
     return 0
+
+
+def _next_scheduled(schedules: list[Any], now: datetime) -> tuple[str, datetime] | None:
+    """The scheduled workflow whose next slot comes first, with that slot (active ones)."""
+    slots = [
+        (cron.next_slots(expression, timezone, now, 1)[0], workflow)
+        for workflow, expression, timezone, active, _ in schedules
+        if active and not cron.schedule_problem(expression)
+    ]
+    if not slots:
+        return None
+    slot, workflow = min(slots)
+    return workflow, slot
 
 
 def show(url: str | None, lock_timeout_s: float, run_id: str, out: Echo) -> int:

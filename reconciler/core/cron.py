@@ -9,17 +9,28 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta, tzinfo
+from typing import TYPE_CHECKING
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from croniter import croniter
+if TYPE_CHECKING:
+    from croniter import croniter
 
 MISSED_COUNT_LIMIT = 10_000  # counting missed slots stops here (a per-minute schedule, a week)
+
+
+def _croniter(expression: str, start: datetime) -> croniter:
+    """croniter, imported when first needed: a command on cached files does not load it."""
+    from croniter import croniter  # noqa: PLC0415
+
+    return croniter(expression, start)
 
 
 def schedule_problem(expression: str) -> str | None:
     """Why the cron expression is not usable, or None. Five fields, as GitHub Actions has."""
     if len(expression.split()) != 5:
         return f"schedule {expression!r} must have 5 fields: minute hour day month weekday"
+    from croniter import croniter  # noqa: PLC0415  (see _croniter)
+
     if not croniter.is_valid(expression):
         return f"schedule {expression!r} is not a valid cron expression"
     return None
@@ -48,13 +59,13 @@ def due(expression: str, timezone: str | None, after: datetime, now: datetime) -
     """Which slot a worker enqueues at `now`, given the last slot handled (`after`)."""
     tz = zone(timezone)
     local = now.astimezone(tz)
-    upcoming = croniter(expression, local).get_next(datetime)
+    upcoming = _croniter(expression, local).get_next(datetime)
     # a slot at exactly `now` is due: look back from just after it
-    latest = croniter(expression, local + timedelta(microseconds=1)).get_prev(datetime)
+    latest = _croniter(expression, local + timedelta(microseconds=1)).get_prev(datetime)
     if latest <= after:
         return Due(None, 0, upcoming.astimezone(UTC))
     missed = 0
-    walker = croniter(expression, after.astimezone(tz))
+    walker = _croniter(expression, after.astimezone(tz))
     while missed < MISSED_COUNT_LIMIT and walker.get_next(datetime) < latest:
         missed += 1
     return Due(latest.astimezone(UTC), missed, upcoming.astimezone(UTC))
@@ -63,5 +74,5 @@ def due(expression: str, timezone: str | None, after: datetime, now: datetime) -
 def next_slots(
     expression: str, timezone: str | None, now: datetime, count: int = 3
 ) -> list[datetime]:
-    walker = croniter(expression, now.astimezone(zone(timezone)))
+    walker = _croniter(expression, now.astimezone(zone(timezone)))
     return [walker.get_next(datetime).astimezone(UTC) for _ in range(count)]

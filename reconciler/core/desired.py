@@ -304,6 +304,12 @@ def clean_across_files(slots: Iterable[Slot]) -> bool:
     )
 
 
+def clean_across(slots: list[Slot], projects: set[str], referenced: set[str]) -> bool:
+    """`clean_across_files`, given the projects the resources define and those their
+    workflows and memberships belong to (gathered file by file): set operations in C."""
+    return len(set(slots)) == len(slots) and referenced <= projects
+
+
 def _duplicate(resource: Resource, first: Resource) -> Problem:
     code = (
         codes.INLINE_AND_STANDALONE if resource.inline != first.inline else codes.DUPLICATE_RESOURCE

@@ -1,6 +1,8 @@
 """The rules of pipelines across a project's workflows: needs resolve to one workflow of the
 same project and form no cycle; a schedule is a valid cron in a known time zone and goes with
-`on: [schedule]`; `paths` go with `on: [push]`. Pure."""
+`on: [schedule]`; `paths` go with `on: [push]`, on a project whose code is the state
+repository (for one with its own `repository`, apply knows only the code's head, not the files
+a push changed). Pure."""
 
 from __future__ import annotations
 
@@ -13,6 +15,12 @@ from reconciler.core.problems import Problem
 
 
 def check(desired: DesiredState) -> list[Problem]:
+    resources = desired.resources.values()
+    return needs(desired) + triggers(resources, own_code(resources))
+
+
+def needs(desired: DesiredState) -> list[Problem]:
+    """The rules across a project's workflows: needs resolve, and form no cycle."""
     workflows: dict[str, list[Resource]] = {}
     for (kind, identity), resource in desired.resources.items():
         if kind == "workflow":
@@ -20,9 +28,33 @@ def check(desired: DesiredState) -> list[Problem]:
     found: list[Problem] = []
     for members in workflows.values():
         found += _needs(members)
-        for workflow in members:
-            found += _triggers(workflow)
     return found
+
+
+def own_code(resources: Iterable[Resource]) -> set[str]:
+    """The projects with a code repository of their own."""
+    return {r.identity[0] for r in resources if r.kind == "project" and r.fields.get("repository")}
+
+
+def triggers(resources: Iterable[Resource], own: set[str] | None = None) -> list[Problem]:
+    """The rules of each workflow on its own: schedule, time zone and paths go with `on`
+    (`own`: the projects with a code repository of their own, where paths are refused)."""
+    return [
+        p
+        for r in resources
+        if r.kind == "workflow"
+        for p in _triggers(r, own is not None and r.identity[0] in own)
+    ]
+
+
+def projects_with_paths(resources: Iterable[Resource]) -> set[str]:
+    """The projects with a workflow that has `paths` (refused where the code is elsewhere)."""
+    return {r.identity[0] for r in resources if r.kind == "workflow" and r.fields.get("paths")}
+
+
+def projects_with_needs(resources: Iterable[Resource]) -> set[str]:
+    """The projects with a workflow that needs another: `needs` finds nothing in the others."""
+    return {r.identity[0] for r in resources if r.kind == "workflow" and r.fields.get("needs")}
 
 
 def resolve_need(written: str, members: Iterable[Resource]) -> list[Identity]:
@@ -96,7 +128,7 @@ def _cycles(graph: dict[Identity, list[Identity]]) -> list[list[Identity]]:
     return cycles
 
 
-def _triggers(workflow: Resource) -> list[Problem]:
+def _triggers(workflow: Resource, own_code: bool) -> list[Problem]:
     fields = workflow.fields
     triggers = fields["triggers"]
     found = []
@@ -130,6 +162,15 @@ def _triggers(workflow: Resource) -> list[Problem]:
     if fields.get("paths") and "push" not in triggers:
         found.append(
             _mismatch(workflow, "paths", "paths filter pushes, but `on` does not list push")
+        )
+    elif fields.get("paths") and own_code:
+        found.append(
+            _mismatch(
+                workflow,
+                "paths",
+                f"paths cannot filter the pushes of project {workflow.identity[0]}: its code "
+                "is in its own repository, of which apply sees only the head; remove paths",
+            )
         )
     return found
 

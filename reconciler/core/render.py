@@ -7,6 +7,8 @@ import re
 from collections.abc import Callable
 from typing import Any
 
+import orjson
+
 from reconciler.core.plan import Change, Plan, RunRequest
 
 MARKDOWN_LIMIT = 65_535  # GitHub's limit for one comment
@@ -28,7 +30,37 @@ def plain(text: str, _colour: str) -> str:
 
 
 def to_json(plan: Plan) -> str:
-    return json.dumps(as_dict(plan), indent=2, sort_keys=False, default=str)
+    return dumps(as_dict(plan))
+
+
+_JSON_OPTIONS = (
+    orjson.OPT_INDENT_2
+    | orjson.OPT_NON_STR_KEYS
+    | orjson.OPT_PASSTHROUGH_DATETIME
+    | orjson.OPT_PASSTHROUGH_DATACLASS
+)
+_NOT_ASCII = re.compile("[\x7f-\U0010ffff]")
+
+
+def dumps(document: Any) -> str:
+    """`document` as json.dumps(indent=2, default=str) writes it (ASCII only, every other
+    character escaped; floats in the shortest form): orjson writes 160,000 changes in a
+    fraction of a second, where json's indenting encoder, written in Python, took 6 s."""
+    try:
+        text = orjson.dumps(document, default=str, option=_JSON_OPTIONS).decode()
+    except orjson.JSONEncodeError:  # e.g. an integer beyond 64 bits, which only json writes
+        return json.dumps(document, indent=2, default=str)
+    if text.isascii() and "\x7f" not in text:
+        return text
+    return _NOT_ASCII.sub(_escaped, text)
+
+
+def _escaped(match: re.Match[str]) -> str:
+    code = ord(match.group())
+    if code < 0x10000:
+        return f"\\u{code:04x}"
+    code -= 0x10000
+    return f"\\u{0xD800 + (code >> 10):04x}\\u{0xDC00 + (code & 0x3FF):04x}"
 
 
 def as_dict(plan: Plan) -> dict[str, Any]:
@@ -246,7 +278,12 @@ _TERMINAL_CONTROLS = re.compile(
 def for_terminal(text: str) -> str:
     """`text` with every terminal control shown as an escape (`\\x1b`, `\\r`, `\\u202e`);
     colours (SGR sequences, as click.style makes them) are kept."""
+    if text.isascii() and not text.encode("ascii").translate(None, _PRINTABLE_ASCII):
+        return text  # nothing to escape (a large JSON plan: a scan in C, not a regex's)
     return _TERMINAL_CONTROLS.sub(_shown_control, text)
+
+
+_PRINTABLE_ASCII = bytes([0x09, 0x0A, *range(0x20, 0x7F)])
 
 
 def _shown_control(match: re.Match[str]) -> str:

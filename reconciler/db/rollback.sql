@@ -86,6 +86,9 @@ drop function if exists ops.reblock_dependents();
 drop function if exists ops.next_claimable_run();
 drop function if exists ops.due_schedules(timestamptz);
 drop function if exists ops.enqueue_scheduled_run(uuid, timestamptz, timestamptz, integer);
+-- 0020 (lane order)
+drop function if exists ops.lane_ahead(uuid, text, timestamptz, uuid);
+drop function if exists ops.supersede_requeued_run();
 
 drop view if exists ops.agent_runs_v;
 drop view if exists ops.agent_run_logs_v;

@@ -14,9 +14,6 @@ import os
 import re
 from urllib.parse import quote, unquote
 
-from psycopg import ProgrammingError
-from psycopg.conninfo import conninfo_to_dict
-
 MASK = "***"
 _URI_USERINFO = re.compile(r"^\s*[A-Za-z][\w+.-]*://(?P<userinfo>.*)@", re.DOTALL)
 _URI_PARAM = re.compile(r"[?&]password=(?P<value>[^&#]*)", re.IGNORECASE)
@@ -41,6 +38,10 @@ def remember_environment() -> None:
 
 def secrets_of(conninfo: str) -> set[str]:
     """Every string of `conninfo` that is, or may be, a password (in the forms it may be shown)."""
+    # imported here: a command given no database (validate, diff) never loads psycopg (70 ms)
+    from psycopg import ProgrammingError  # noqa: PLC0415
+    from psycopg.conninfo import conninfo_to_dict  # noqa: PLC0415
+
     candidates: list[str] = []
     # when malformed, the patterns below still find what a reader would call the password
     with contextlib.suppress(ProgrammingError):
