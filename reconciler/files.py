@@ -92,7 +92,7 @@ class LoadedFile:
         all used (a plan in chunks): a large fleet's parsed files are half of its memory.
         Its summary stays; its resources cannot be asked for again."""
         if not self.summary.has_problems:
-            self._result = self._blob = self._slots = None
+            self._result = self._blob = None
 
     @property
     def blob(self) -> bytes:

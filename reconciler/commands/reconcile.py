@@ -43,6 +43,8 @@ from reconciler.errors import CheckoutError, ReconcilerError
 
 HEAD_TIMEOUT_S = 20.0  # per `git ls-remote` of a project's code repository
 HEAD_LOOKUPS = 8  # at once
+
+
 class PlanChanged(ReconcilerError):
     """The database or the files changed between the plan shown and the apply."""
 
@@ -340,4 +342,3 @@ def actor() -> str | None:
         return getpass.getuser()
     except (OSError, KeyError):
         return None
-
