@@ -76,10 +76,23 @@ class LoadedFile:
         from reconciler.core.validate import FileResult  # noqa: PLC0415  (see _checked)
 
         if self._result is None:
-            assert self._blob is not None
+            assert self._blob is not None, "the file's resources were released"
             plain, problems = pickle.loads(self._blob)  # noqa: S301  (the user's own cache)
             self._result = FileResult(tuple(map(from_plain, plain)), problems)
         return self._result
+
+    def forget(self) -> None:
+        """Drop the unpickled result when the pickled one is at hand (it is read again when
+        asked for)."""
+        if self._blob is not None:
+            self._result = None
+
+    def release(self) -> None:
+        """Drop the result, pickled or not, of a file without problems whose resources were
+        all used (a plan in chunks): a large fleet's parsed files are half of its memory.
+        Its summary stays; its resources cannot be asked for again."""
+        if not self.summary.has_problems:
+            self._result = self._blob = None
 
     @property
     def blob(self) -> bytes:
@@ -152,6 +165,18 @@ class LoadedFiles:
         """The resources of these groups (all when None), in file order."""
         with without_cyclic_gc():
             return self._resources(groups)
+
+    def resources_of(self, paths: list[str], groups: set[str]) -> list[Resource]:
+        """The resources of these groups in these files (in the order given), without keeping
+        the files' unpickled results: a plan in chunks holds one chunk's resources at a time."""
+        found = []
+        with without_cyclic_gc():
+            for path in paths:
+                loaded = self.files[path]
+                result = loaded.result
+                found += [r for r in result.resources if group_of((r.kind, r.identity)) in groups]
+                loaded.forget()
+        return found
 
     def _resources(self, groups: set[str] | None) -> list[Resource]:
         found = []

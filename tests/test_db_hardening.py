@@ -602,7 +602,7 @@ def test_the_plans_reads_key_every_email_as_ops_email_key(conn: Conn) -> None:
     every e-mail, ASCII or not, gets the key of emails.py all the same."""
     emails = ["Plain.ASCII@Example.COM", "x_y+Z@a.b", "\u212aelvin@x.org", *TRICKY]
     ids = {email: str(make_user(conn, email)) for email in emails}
-    users = state._users(conn)
+    users = state.read_users(conn)
     for email, user_id in ids.items():
         assert users[email_key(email)] == user_id
     project = scalar(

@@ -11,17 +11,18 @@ import dataclasses
 import getpass
 import json
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 from reconciler import checkout, files, gitrepo
+from reconciler.commands.chunked import Chunks, Outcome
 from reconciler.commands.shared import Echo, InvalidFiles, Options, cache_dir, show
-from reconciler.core import pipelines, render, upgrades
-from reconciler.core.desired import ANY_BRANCH, DesiredState, assemble
+from reconciler.core import render
+from reconciler.core.desired import ANY_BRANCH, DesiredState
 from reconciler.core.plan import (
-    Change,
     Code,
     CodeHead,
     GitContext,
@@ -29,13 +30,9 @@ from reconciler.core.plan import (
     Safety,
     code_heads_wanted,
     collect,
-    diff,
-    needs_detail,
     plan_runs,
     refusal,
-    resolve_members,
 )
-from reconciler.core.problems import Problem
 from reconciler.core.saved import SAVED_FORMAT, moved, saved
 from reconciler.core.summary import RunEntry, code_repositories, combine, stale_groups
 from reconciler.db import migrations, state
@@ -53,7 +50,8 @@ class PlanChanged(ReconcilerError):
 
 
 def plan(options: Options, out: Echo, save_to: Path | None = None, say: Echo = print) -> int:
-    result = reconcile(options, commit=False)
+    shown_only = save_to is None and options.output != "json"
+    result = reconcile(options, commit=False, slim=shown_only)
     if save_to is not None:
         document = saved(render.as_dict(result), str(options.state_dir.resolve()), options.ref)
         try:
@@ -92,7 +90,8 @@ def apply(options: Options, out: Echo, confirm: Callable[[str], bool] | None) ->
             out("Nothing was applied.")
             return 0
         expected = render.as_dict(shown)
-    result = reconcile(options, commit=True, expected=expected)
+    shown_only = confirm is None and options.output != "json"
+    result = reconcile(options, commit=True, expected=expected, slim=shown_only)
     if confirm is None:
         show(result, options, out)
     else:
@@ -100,15 +99,25 @@ def apply(options: Options, out: Echo, confirm: Callable[[str], bool] | None) ->
     return 0
 
 
-def reconcile(options: Options, *, commit: bool, expected: dict[str, Any] | None = None) -> Plan:
+def reconcile(
+    options: Options,
+    *,
+    commit: bool,
+    expected: dict[str, Any] | None = None,
+    slim: bool = False,
+) -> Plan:
+    """`slim`: the plan is only shown as text or Markdown (or recorded): its creates and
+    deletes need not keep the rows' contents (commands/chunked.py)."""
     try:
         with files.without_cyclic_gc():
-            return _reconcile(options, commit=commit, expected=expected)
+            return _reconcile(options, commit=commit, expected=expected, slim=slim)
     except InvalidFiles as invalid:
         raise InvalidFiles(invalid.problems, options.state_dir) from None
 
 
-def _reconcile(options: Options, *, commit: bool, expected: dict[str, Any] | None) -> Plan:
+def _reconcile(
+    options: Options, *, commit: bool, expected: dict[str, Any] | None, slim: bool
+) -> Plan:
     """The pipeline. Only groups (projects, tools, advisories) whose summary differs from the
     database's are read and compared row by row (core/summary.py)."""
     loaded = _load(options)
@@ -138,28 +147,64 @@ def _reconcile(options: Options, *, commit: bool, expected: dict[str, Any] | Non
                 apply_lock(conn, options.lock_timeout_s)
             groups = state.group_states(conn)
             stale = _in_scope(options.projects, stale_groups(wanted, groups), wanted, groups)
-            actual = state.read(conn, stale)
-            desired = _desired(loaded, stale, actual, create_users=status.auth == "compatible")
+            chunks = Chunks(
+                conn,
+                loaded,
+                create_users=status.auth == "compatible",
+                write=not (options.read_only and not commit),
+                slim=slim and expected is None,
+                commit=commit,
+                safety=options.safety,
+            )
+            if expected is not None:  # compared with the whole plan before anything is written
+                chunks.size = max(1, len(stale))
+            planned = _planned(chunks, stale, loaded)
             git = _with_changes(conn, options.state_dir, git, run_entries)
             code = _with_database_projects(conn, code, set(defined), run_entries)
-            result = _plan(conn, desired, actual, git, (run_entries, code))
+            result = _plan(conn, planned, git, (run_entries, code))
             result = dataclasses.replace(result, database=target.description)
             _refuse_if_moved(result, expected)
-            if commit and result.blocked:
-                raise InvalidFiles(list(result.blocked))
             if commit:
-                kept = _kept(groups, stale, wanted, options.projects)
-                _refuse_if_unsafe(result, desired, actual, kept, options.safety)
+                kept = _kept(groups, stale, wanted, options.projects) + planned.kept
+                _refuse_if_unsafe(result, kept, options.safety)
             if options.read_only and not commit:
                 return result
-            writer = Writer(conn, desired, actual)
-            try:
-                writer.write(result)
-            except DatabaseRefused as refused:
-                raise InvalidFiles([refused.problem]) from None
+            with _refusals():
+                chunks.write_last()
+            writer = Writer(conn, DesiredState({}), state.ActualState({}, {}))
+            writer.enqueue(result)
             if commit and result.changes_present:
                 writer.record(result, actor())
     return result
+
+
+def _planned(chunks: Chunks, stale: set[str], loaded: files.LoadedFiles) -> Outcome:
+    """The changes of the stale groups (written as they are planned, but for the last chunk);
+    every problem of the files refuses the plan."""
+    with _refusals():
+        planned = chunks.run(stale)
+    found = collect(loaded.problems, planned.problems)
+    if found:
+        raise InvalidFiles(found)
+    return planned
+
+
+@contextmanager
+def _refusals() -> Iterator[None]:
+    """What the database refused, as a problem of the files (where the resource is written)."""
+    try:
+        yield
+    except DatabaseRefused as refused:
+        raise InvalidFiles([refused.problem]) from None
+
+
+def _refuse_if_unsafe(result: Plan, kept: int, safety: Safety) -> None:
+    """`kept`: managed rows that stay, which the files still ask for. A plan blocked by the
+    upgrade gate, or one the safety options refuse, is not applied."""
+    if result.blocked:
+        raise InvalidFiles(list(result.blocked))
+    if reason := refusal(result, kept, safety):
+        raise ReconcilerError(f"{reason}; nothing was written")
 
 
 def _load(options: Options) -> files.LoadedFiles:
@@ -199,67 +244,27 @@ def _require_known(
         )
 
 
-def _desired(
-    loaded: files.LoadedFiles, stale: set[str], actual: state.ActualState, *, create_users: bool
-) -> DesiredState:
-    """The desired resources of the stale groups; every problem of the files."""
-    known = {identity[0] for kind, identity in actual.index if kind == "project"}
-    desired, problems = assemble(loaded.resources(stale), known)
-    desired, _, unknown = resolve_members(desired, actual.users, create_missing=create_users)
-    found = collect(loaded.problems, problems, unknown, pipelines.check(desired))
-    if found:
-        raise InvalidFiles(found)
-    return desired
-
-
 def _plan(
     conn: state.Conn,
-    desired: DesiredState,
-    actual: state.ActualState,
+    planned: Outcome,
     git: GitContext,
     runs: tuple[list[RunEntry], Code],
 ) -> Plan:
-    """`runs`: the run entries of the files, and the projects' own code repositories."""
+    """The plan of the compared groups' changes (`planned`) and the runs the push makes.
+    `runs`: the run entries of the files, and the projects' own code repositories."""
     run_entries, code = runs
-    rows = state.read_rows(conn, actual, needs_detail(desired, actual.index))
-    changes = diff(desired, actual.index, rows)
-    new_users = sorted(
-        {
-            c.identity[1][4:]
-            for c in changes
-            if c.kind == "membership" and c.identity[1].startswith("new:")
-        }
-    )
     candidates = plan_runs(run_entries, git, set(), code)
     keys = [r.idempotency_key for r in candidates if r.idempotency_key]
-    planned = plan_runs(run_entries, git, state.existing_run_keys(conn, keys), code)
-    shown, blocked = _upgrade_gate(conn, changes, desired)
+    planned_runs = plan_runs(run_entries, git, state.existing_run_keys(conn, keys), code)
     return Plan(
-        tuple(changes),
-        tuple(planned),
+        tuple(planned.changes),
+        tuple(planned_runs),
         git.commit,
         git.ref,
-        tuple(new_users),
-        advisories=tuple(shown),
-        blocked=tuple(blocked),
+        tuple(planned.new_users),
+        advisories=tuple(planned.advisories),
+        blocked=tuple(planned.blocked),
     )
-
-
-def _upgrade_gate(
-    conn: state.Conn, changes: list[Change], desired: DesiredState
-) -> tuple[list[dict[str, Any]], list[Problem]]:
-    """The advisories on the way of the plan's version changes: the database's, as the files
-    change them (the files win; deleted ones are gone)."""
-    if not upgrades.upgrades(changes, desired):
-        return [], []
-    advisories = {a.key: a for a in state.advisories(conn)}
-    for change in changes:
-        if change.kind == "upgrade_advisory" and change.action == "delete":
-            advisories.pop(change.key, None)
-    for (kind, _), resource in desired.resources.items():
-        if kind == "upgrade_advisory":
-            advisories[resource.fields["key"]] = upgrades.advisory_of(resource.fields)
-    return upgrades.gate(changes, desired, list(advisories.values()))
 
 
 def _with_changes(
@@ -317,17 +322,6 @@ def _refuse_if_moved(result: Plan, expected: dict[str, Any] | None) -> None:
             f"the plan is stale: the database or the files changed since it was made "
             f"({shown}); nothing was written: make a new plan"
         )
-
-
-def _refuse_if_unsafe(
-    result: Plan, desired: DesiredState, actual: state.ActualState, kept: int, safety: Safety
-) -> None:
-    """`kept`: managed rows of the groups that did not change, which the files still ask for."""
-    kept += sum(
-        1 for slot, row in actual.index.items() if row.managed and slot in desired.resources
-    )
-    if reason := refusal(result, kept, safety):
-        raise ReconcilerError(f"{reason}; nothing was written")
 
 
 # Where CI systems name who triggered the job, in order of preference.

@@ -41,8 +41,9 @@ def group_states(conn: Conn) -> dict[str, GroupState]:
     }
 
 
-def read(conn: Conn, groups: set[str]) -> ActualState:
-    """The index of the rows of these groups (and the users, when any group is read)."""
+def read(conn: Conn, groups: set[str], users: dict[str, str] | None = None) -> ActualState:
+    """The index of the rows of these groups (and the users, when any group is read and
+    `users` is not given: a plan in chunks reads them once)."""
     index: dict[Slot, Indexed] = {}
     projects = sorted(g for g in groups if not g.startswith("@"))
     for kind, name, width in (
@@ -57,7 +58,9 @@ def read(conn: Conn, groups: set[str]) -> ActualState:
             continue
         records = conn.execute(query(name), {"projects": projects}).fetchall()
         index.update(((kind, r[:width]), Indexed(*r[width:])) for r in records)
-    return ActualState(index, _users(conn) if groups else {})
+    if users is None:
+        users = read_users(conn) if groups else {}
+    return ActualState(index, users)
 
 
 def workflow_ids(conn: Conn, identities: list[Identity]) -> dict[Identity, tuple[Any, Any]]:
@@ -228,7 +231,7 @@ _READERS = {
 }
 
 
-def _users(conn: Conn) -> dict[str, str]:
+def read_users(conn: Conn) -> dict[str, str]:
     users: dict[str, str] = {}
     for user_id, email in conn.execute(query("read_users")):
         users[user_id] = user_id

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import psycopg
@@ -90,30 +91,43 @@ class DatabaseRefused(ReconcilerError):
 
 
 class Writer:
-    def __init__(self, conn: Conn, desired: DesiredState, actual: ActualState) -> None:
+    def __init__(
+        self,
+        conn: Conn,
+        desired: DesiredState,
+        actual: ActualState,
+        user_ids: dict[str, str] | None = None,
+    ) -> None:
+        """`user_ids`: the users created so far ("new:EMAIL" -> id), shared by the writers
+        of a plan written in chunks (a user is created by the first chunk that needs it)."""
         self.conn = conn
         self.desired = desired
         self.project_ids = actual.project_ids()
         self.workflow_ids = actual.workflow_ids()
-        self.user_ids: dict[str, str] = {}
+        self.user_ids: dict[str, str] = {} if user_ids is None else user_ids
 
     def write(self, plan: Plan) -> None:
+        self.write_changes(plan.changes, plan.new_users)
+        self.enqueue(plan)
+
+    def write_changes(self, changes: Sequence[Change], users: Iterable[str]) -> None:
+        """The changes (of one chunk of groups, or all), after creating the `users` (e-mails)
+        not created yet."""
         by_kind: dict[str, list[Change]] = {}
-        for change in plan.changes:
+        for change in changes:
             by_kind.setdefault(change.kind, []).append(change)
         for kind in ("upgrade_advisory", "tool", "membership"):
             deleted = [c.row_id for c in by_kind.get(kind, []) if c.action == "delete"]
             if deleted:
                 self.conn.execute(query(_DELETES[kind]), {"ids": deleted})
-        self._create_users(plan.new_users)
+        self._create_users(tuple(e for e in users if f"new:{e}" not in self.user_ids))
         for kind, (create, update) in _STEPS.items():
-            changes = by_kind.get(kind, [])
-            creates = [c for c in changes if c.action == "create"]
+            of_kind = by_kind.get(kind, [])
+            creates = [c for c in of_kind if c.action == "create"]
             self._copy(create, [self._new_row(c) for c in creates], creates)
             if kind == "project" and creates:
                 self._learn_project_ids([c.identity[0] for c in creates])
-            self._update(update, [c for c in changes if c.action not in ("create", "delete")])
-        self._enqueue(plan)
+            self._update(update, [c for c in of_kind if c.action not in ("create", "delete")])
 
     def _create_users(self, emails: tuple[str, ...]) -> None:
         if not emails:
@@ -200,7 +214,7 @@ class Writer:
             "spec_hash": change.digest,
         }
 
-    def _enqueue(self, plan: Plan) -> None:
+    def enqueue(self, plan: Plan) -> None:
         enqueued = plan.enqueued
         if not enqueued:
             return

@@ -45,16 +45,18 @@ select slug, id::text, spec_hash, managed_by is not null from ops.projects
 where slug = any(%(projects)s)
 
 -- name: index_workflows
+-- By the projects' ids (an index scan): joined on the slugs, a plan in chunks of projects
+-- read the whole table once per chunk, quadratic in the fleet.
 select p.slug, w.workflow_type, w.name, w.id, w.spec_hash, w.managed_by is not null
 from ops.workflows w
 join ops.projects p on p.id = w.project_id
-where p.slug = any(%(projects)s)
+where w.project_id = any(array(select id from ops.projects where slug = any(%(projects)s)))
 
 -- name: index_memberships
 select p.slug, m.user_id::text, m.id, m.spec_hash, m.managed_by is not null
 from ops.project_memberships m
 join ops.projects p on p.id = m.project_id
-where p.slug = any(%(projects)s)
+where m.project_id = any(array(select id from ops.projects where slug = any(%(projects)s)))
 
 -- name: index_tools
 select tool_name, version, id, spec_hash, managed_by is not null from ops.tools
