@@ -598,8 +598,8 @@ def test_the_membership_hash_is_the_same_in_python_and_sql(conn: Conn) -> None:
 
 
 def test_the_plans_reads_key_every_email_as_ops_email_key(conn: Conn) -> None:
-    """The plan's bulk reads (read_users, group_summaries) take an ASCII shortcut to the key;
-    every e-mail, ASCII or not, gets the key of emails.py all the same."""
+    """The plan's bulk reads (read_users, group_summaries) key every e-mail, ASCII (0022's fast
+    path) or not, as emails.py does."""
     emails = ["Plain.ASCII@Example.COM", "x_y+Z@a.b", "\u212aelvin@x.org", *TRICKY]
     ids = {email: str(make_user(conn, email)) for email in emails}
     users = state.read_users(conn)
