@@ -37,32 +37,12 @@ from multiprocessing.synchronize import Event
 from pathlib import Path
 
 import psycopg
-from psycopg.types.json import Jsonb
 
 from bench.reconcile_bench import fresh_database, server
+from bench.worker_bench import enqueue  # queued no-op runs of one workflow (no steps)
 from reconciler.worker import Worker, WorkerOptions
 
 Contender = Callable[[str, int], float]
-
-
-def enqueue(url: str, count: int) -> None:
-    """`count` queued no-op runs of one workflow (no steps, no artifacts)."""
-    with psycopg.connect(url) as conn:
-        project = conn.execute(
-            "insert into ops.projects (workspace_key, slug, name, odoo_version) "
-            "values ('bench', 'bench', 'Bench', '18.0') on conflict (slug) do update "
-            "set name = excluded.name returning id"
-        ).fetchone()[0]  # type: ignore[index]
-        workflow = conn.execute(
-            "insert into ops.workflows (project_id, workflow_type, name, config) "
-            "values (%s, 'test', %s, %s) returning id",
-            (project, f"noop-{time.monotonic_ns()}", Jsonb({"steps": []})),
-        ).fetchone()[0]  # type: ignore[index]
-        conn.execute(
-            "insert into ops.runs (project_id, workflow_id) "
-            "select %s, %s from generate_series(1, %s)",
-            (project, workflow, count),
-        )
 
 
 def _worker(url: str, name: str, concurrency: int, ready: Event, go: Event) -> None:
