@@ -39,22 +39,14 @@ from pathlib import Path
 import psycopg
 
 from bench.reconcile_bench import fresh_database, server
-from bench.worker_bench import enqueue  # queued no-op runs of one workflow (no steps)
+from bench.worker_bench import drain_worker, enqueue
 from reconciler.worker import Worker, WorkerOptions
 
 Contender = Callable[[str, int], float]
 
 
 def _worker(url: str, name: str, concurrency: int, ready: Event, go: Event) -> None:
-    options = WorkerOptions(
-        worker_id=name,
-        artifacts_dir=Path(tempfile.gettempdir()),
-        once=True,
-        lease_s=30,
-        poll_s=0.2,
-        concurrency=concurrency,
-    )
-    worker = Worker(url, options)
+    worker = drain_worker(url, name, concurrency)
     worker.queue.reap()  # connected (and the reaper's first pass done) before the clock starts
     ready.set()
     go.wait()

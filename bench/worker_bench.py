@@ -38,7 +38,8 @@ from bench.reconcile_bench import fresh_database, server
 from reconciler.worker import Worker, WorkerOptions
 
 
-def work(url: str, name: str, concurrency: int) -> None:
+def drain_worker(url: str, name: str, concurrency: int) -> Worker:
+    """A worker that drains the queue and stops (`once`), its artifacts in the temp folder."""
     options = WorkerOptions(
         worker_id=name,
         artifacts_dir=Path(tempfile.gettempdir()),
@@ -47,7 +48,11 @@ def work(url: str, name: str, concurrency: int) -> None:
         poll_s=0.2,
         concurrency=concurrency,
     )
-    Worker(url, options).run()
+    return Worker(url, options)
+
+
+def work(url: str, name: str, concurrency: int) -> None:
+    drain_worker(url, name, concurrency).run()
 
 
 def enqueue(url: str, count: int) -> None:
