@@ -140,3 +140,57 @@ def test_the_claim_functions_never_jit(conn: Conn) -> None:
         "claim_runs": ['search_path=""', "jit=off"],
         "finish_runs": ['search_path=""', "jit=off"],
     }
+
+
+def payloads(conn: Conn, run_id: Any) -> list[dict[str, Any]]:
+    return [
+        row[0]
+        for row in conn.execute(
+            "select payload from ops.run_events where run_id = %s "
+            "and event_type = 'state_change' order by created_at, id",
+            (run_id,),
+        )
+    ]
+
+
+def test_every_moves_event_says_who_what_and_how_it_ended(conn: Conn) -> None:
+    """The payload of each kind of move, exactly: no key with a null value, the worker's id
+    from the claim on, the exit code and error once finished."""
+    queue(conn, 4)
+    ok, failed = scalar(conn, "select ops.claim_runs('w1', 30, 2)")
+    scalar(
+        conn,
+        "select ops.finish_runs(%s)",
+        (
+            Jsonb(
+                [
+                    {"run_id": ok["run_id"], "lease_token": ok["lease_token"], "exit_code": 0},
+                    {
+                        "run_id": failed["run_id"],
+                        "lease_token": failed["lease_token"],
+                        "exit_code": 3,
+                        "error": "step 1 exited 3",
+                    },
+                ]
+            ),
+        ),
+    )
+    canceled = scalar(conn, "select id from ops.runs where status = 'queued' limit 1")
+    conn.execute("update ops.runs set status = 'canceled' where id = %s", (canceled,))
+    claim = {"previous_status": "queued", "new_status": "claimed", "worker_id": "w1", "attempt": 1}
+    start = {**claim, "previous_status": "claimed", "new_status": "running"}
+    assert payloads(conn, ok["run_id"]) == [
+        claim,
+        start,
+        {**start, "previous_status": "running", "new_status": "succeeded", "exit_code": 0},
+    ]
+    assert payloads(conn, failed["run_id"])[-1] == {
+        **start,
+        "previous_status": "running",
+        "new_status": "failed",
+        "exit_code": 3,
+        "error_message": "step 1 exited 3",
+    }
+    assert payloads(conn, canceled) == [
+        {"previous_status": "queued", "new_status": "canceled", "attempt": 0}
+    ]
