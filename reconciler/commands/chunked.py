@@ -34,6 +34,7 @@ from reconciler.db import state
 from reconciler.db.writer import Writer
 
 CHUNK_PROJECTS = 2000  # projects per chunk: ~32,000 resources, some 50 MiB while in hand
+EDGE_FRACTION = 8  # the first and the last chunk of many hold size / EDGE_FRACTION projects
 GateEntry = tuple[tuple[int, str], list[dict[str, Any]], list[Problem]]
 
 
@@ -98,7 +99,7 @@ class Chunks:
     def run(self, stale: set[str]) -> Outcome:
         """Plan every chunk; write all but the last (see `write_last`)."""
         projects = sorted(g for g in stale if not g.startswith("@"))
-        chunks = [projects[i : i + self.size] for i in range(0, len(projects), self.size)]
+        chunks = split(projects, self.size)
         where = files_of_groups(self.loaded, stale)
         self._unused = _unused_groups(where)
         self._names = list(self.loaded.files)
@@ -257,6 +258,19 @@ class Chunks:
             [problem for _, _, refused in self._gate for problem in refused],
             self._kept,
         )
+
+
+def split(projects: list[str], size: int) -> list[list[str]]:
+    """Chunks of at most `size` projects, in order; with more than one, the first and the last
+    are small (size / EDGE_FRACTION): the database has nothing to write until the first chunk
+    is planned, and the last is written alone, after the whole plan's checks (`write_last`),
+    so the shorter those two are, the more of the writing overlaps the planning."""
+    if len(projects) <= size:
+        return [projects] if projects else []
+    edge = max(1, size // EDGE_FRACTION)
+    head, middle, tail = projects[:edge], projects[edge:-edge], projects[-edge:]
+    body = [middle[i : i + size] for i in range(0, len(middle), size)]
+    return [head, *body, tail]
 
 
 def files_of_groups(loaded: files.LoadedFiles, groups: set[str]) -> dict[str, list[int]]:
