@@ -12,6 +12,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+import psycopg
+
 from bench.fleet import write_fleet
 from tests.gitrepo import Repo
 from tests.test_apply_safety import snapshot
@@ -95,3 +97,24 @@ def test_problems_in_a_later_file_write_nothing(tmp_path: Path, two_dbs: list[st
     code, _, error = cold_and_warm(repo.root, two_dbs, caches, "apply", "--yes")
     assert code == 1 and "zz-late/broken.yaml:4:" in error
     assert snapshot(two_dbs[1]) == before
+
+
+def test_a_database_refusal_of_an_early_chunk_is_the_plans_own(
+    tmp_path: Path, two_dbs: list[str]
+) -> None:
+    repo = fleet(tmp_path / "state")
+    for url in two_dbs:  # a row not managed by reconcile holds fleet-00005's workspace key
+        with psycopg.connect(url) as conn:
+            conn.execute(
+                "insert into ops.projects (workspace_key, slug, name, odoo_version) "
+                "values ('fleet_00005', 'other-slug', 'Someone else', '18.0')"
+            )
+    caches = tmp_path / "caches"
+    caches.mkdir()
+    code, _, error = cold_and_warm(repo.root, two_dbs, caches, "plan")
+    assert code == 1
+    assert error.startswith("projects/fleet-00005.yaml:1:1: E140 the database refused project")
+    repo.write("zz-late/broken.yaml", LATE_WORKFLOW.replace("type: test", "type: nonsense"))
+    repo.commit("and a broken last file: its problems are the plan's, as before")
+    code, _, error = cold_and_warm(repo.root, two_dbs, caches, "plan")
+    assert code == 1 and "zz-late/broken.yaml:4:" in error and "E140" not in error
