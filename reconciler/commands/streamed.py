@@ -37,7 +37,7 @@ def stream(
     """The files parsed, with the new projects planned and written meanwhile: the chunks to go
     on with (over every file) and the projects already planned; `in_database`: the groups the
     database has (not planned early)."""
-    early = _Early(chunks, in_database)
+    early = _Early(chunks, in_database, {relative: n for n, relative in enumerate(scanned.loaded)})
     for relative, file in scanned.loaded.items():
         if file is not None:
             early.take(relative, file)
@@ -54,12 +54,12 @@ def stream(
 
 
 class _Early:
-    def __init__(self, chunks: Chunks, in_database: set[str]) -> None:
+    def __init__(self, chunks: Chunks, in_database: set[str], order: dict[str, int]) -> None:
         self.chunks = chunks
         self.in_database = in_database
+        self.order = order  # every file's place in file order (a project's files are read so)
         self.writer = ThreadPoolExecutor(1, thread_name_prefix="early-writer")
         self.seen: dict[str, files.LoadedFile] = {}
-        self.order: dict[str, int] = {}  # the files seen, by the order they were taken in
         self.where: dict[str, list[str]] = {}  # group: the files seen holding it
         self.ready: dict[str, None] = {}  # new projects whose files were all seen, not planned
         self.held: set[str] = set()  # the groups of the last file seen
@@ -70,7 +70,6 @@ class _Early:
 
     def take(self, relative: str, file: files.LoadedFile) -> None:
         self.seen[relative] = file
-        self.order[relative] = len(self.order)
         if self.unsound:
             return
         groups = {group for group, _ in file.summary.groups}
