@@ -243,8 +243,11 @@ class Scan:
 
     @property
     def parallel(self) -> bool:
-        """Whether the files to parse are parsed by a pool of processes (this one is free)."""
-        return len(self.pending) >= PARALLEL_FROM and _cores() >= 2
+        """Whether the files to parse (not in the cache by content either) are parsed by a
+        pool of processes: this one is free meanwhile."""
+        entries = self.store.entries if self.store else {}
+        unknown = sum((p.relative, p.blob_id) not in entries for p in self.pending)
+        return unknown >= PARALLEL_FROM and _cores() >= 2
 
 
 def scan(root: Path, cache_dir: Path | None) -> Scan:
