@@ -50,6 +50,7 @@ if TYPE_CHECKING:
 Progress = Callable[[int, int], None]
 _RACY_NS = 2_000_000_000
 PARALLEL_FROM = 400  # files to parse; fewer are parsed in this process (a fork costs ~20 ms)
+PARTS_PER_WORKER = 16  # parts the files to parse are cut in: the first is at hand sooner
 _KEPT_TREES = 8  # working trees whose stat index the cache keeps
 StatKey = tuple[int, int, int, int]  # size, mtime_ns, ctime_ns (no tool sets it back), inode
 
@@ -228,6 +229,29 @@ def load(root: Path, cache_dir: Path | None, progress: Progress | None = None) -
     """The files of a working tree: unchanged ones (same stat) from the cache's index, others
     from the cache by content, the rest parsed. `progress(done, total)` is told of each file
     (for a progress line on a terminal)."""
+    return finish(scan(root, cache_dir), progress)
+
+
+@dataclass
+class Scan:
+    """A working tree's files before parsing: those found (from the cache's index, or refused,
+    or unreadable) and those to look up by content or parse (`pending`)."""
+
+    loaded: dict[str, LoadedFile | None]
+    pending: list[_Pending]
+    store: _Store | None
+
+    @property
+    def parallel(self) -> bool:
+        """Whether the files to parse (not in the cache by content either) are parsed by a
+        pool of processes: this one is free meanwhile."""
+        entries = self.store.entries if self.store else {}
+        unknown = sum((p.relative, p.blob_id) not in entries for p in self.pending)
+        return unknown >= PARALLEL_FROM and _cores() >= 2
+
+
+def scan(root: Path, cache_dir: Path | None) -> Scan:
+    """Every file of the tree read, or found unchanged in the cache's index (see `load`)."""
     store = _store(cache_dir) if cache_dir else None
     index = store.tree_index(root) if store else {}
     loaded: dict[str, LoadedFile | None] = {}
@@ -248,14 +272,28 @@ def load(root: Path, cache_dir: Path | None, progress: Progress | None = None) -
             loaded[relative] = hit
         else:
             pending.append(hit)
-    total, done = len(loaded), len(loaded) - len(pending)
-    for relative, parsed in _parse_all(pending, store):
+    return Scan(loaded, pending, store)
+
+
+def finish(
+    scanned: Scan,
+    progress: Progress | None = None,
+    each: Callable[[str, LoadedFile], None] | None = None,
+) -> LoadedFiles:
+    """The scanned files, the pending ones looked up by content or parsed. `each(relative,
+    file)` is told of every pending file as soon as it is at hand (in file order when
+    parsed), while the pool parses the next ones (commands/streamed.py plans meanwhile)."""
+    loaded = scanned.loaded
+    total, done = len(loaded), len(loaded) - len(scanned.pending)
+    for relative, parsed in _parse_all(scanned.pending, scanned.store):
         loaded[relative] = parsed
+        if each:
+            each(relative, parsed)
         done += 1
         if progress:
             progress(done, total)
-    if store:
-        store.save()
+    if scanned.store:
+        scanned.store.save()
     return LoadedFiles({relative: f for relative, f in loaded.items() if f is not None})
 
 
@@ -357,7 +395,7 @@ def _parsed_in_pool(items: list[_Pending], workers: int) -> Iterator[LoadedFile]
     process that dies (killed, out of memory) makes the rest be parsed here, never a hang."""
     global _FORKED_ITEMS  # noqa: PLW0603  (read by the forked children only)
     _FORKED_ITEMS = items
-    size = max(1, len(items) // (workers * 4))
+    size = max(1, len(items) // (workers * PARTS_PER_WORKER))
     chunks = [(start, min(start + size, len(items))) for start in range(0, len(items), size)]
     done = 0
     try:

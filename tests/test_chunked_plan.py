@@ -15,6 +15,7 @@ import psycopg
 import pytest
 
 from bench.fleet import project_yaml, write_fleet
+from reconciler.commands.chunked import split
 from tests.conftest import create_database, drop_database
 from tests.gitrepo import Repo
 from tests.test_apply_safety import snapshot
@@ -120,3 +121,15 @@ def test_problems_of_every_chunk_are_reported_and_nothing_written(
     assert code == 1
     assert "fleet-00000.yaml" in error and "fleet-00005.yaml" in error
     assert snapshot(two_dbs[1]) == before
+
+
+@pytest.mark.parametrize("count", [0, 1, 2, 3, 16, 17, 18, 40, 4001])
+def test_chunks_take_every_project_once_in_order_with_short_edges(count: int) -> None:
+    projects = [f"p{i:05d}" for i in range(count)]
+    chunks = split(projects, 16)
+    assert [p for chunk in chunks for p in chunk] == projects
+    assert all(0 < len(chunk) <= 16 for chunk in chunks)
+    if count > 16:  # the first and last are short: less to plan before writing, and after
+        assert len(chunks[0]) == len(chunks[-1]) == 2
+    else:
+        assert len(chunks) == (1 if count else 0)

@@ -34,6 +34,7 @@ from reconciler.db import state
 from reconciler.db.writer import Writer
 
 CHUNK_PROJECTS = 2000  # projects per chunk: ~32,000 resources, some 50 MiB while in hand
+EDGE_FRACTION = 8  # the first and the last chunk of many hold size / EDGE_FRACTION projects
 GateEntry = tuple[tuple[int, str], list[dict[str, Any]], list[Problem]]
 
 
@@ -98,7 +99,7 @@ class Chunks:
     def run(self, stale: set[str]) -> Outcome:
         """Plan every chunk; write all but the last (see `write_last`)."""
         projects = sorted(g for g in stale if not g.startswith("@"))
-        chunks = [projects[i : i + self.size] for i in range(0, len(projects), self.size)]
+        chunks = split(projects, self.size, first=self._last is None)
         where = files_of_groups(self.loaded, stale)
         self._unused = _unused_groups(where)
         self._names = list(self.loaded.files)
@@ -164,10 +165,52 @@ class Chunks:
         known = {identity[0] for kind, identity in actual.index if kind == "project"}
         desired, problems = assemble(self.loaded.resources_of(paths, groups), known)
         _release_done(self.loaded, self._names, groups, where, self._unused)
+        return self._resolved(desired, problems, actual)
+
+    def _resolved(
+        self, desired: DesiredState, problems: list[Problem], actual: state.ActualState
+    ) -> tuple[DesiredState, list[Problem]]:
         desired, _, unknown = resolve_members(
             desired, actual.users, create_missing=self.create_users
         )
         return desired, [*problems, *unknown, *pipelines.check(desired)]
+
+    def early(self, groups: set[str], paths: list[str], writer: Executor) -> None:
+        """Plan these projects, in these files, while the files after them are still parsed
+        (commands/streamed.py); as `_next`, the previous chunk is written meanwhile. Nothing
+        is released: the plan may have to be made again without these early chunks."""
+        actual = self._index(groups)
+        previous, self._last = self._last, None
+        written = writer.submit(self._write, previous) if previous else None
+        try:
+            known = {identity[0] for kind, identity in actual.index if kind == "project"}
+            desired, problems = assemble(self.loaded.resources_of(paths, groups), known)
+            desired, found = self._resolved(desired, problems, actual)
+        finally:
+            if written:
+                written.result()
+        if previous:
+            self._keep(previous.changes)
+        del previous
+        self._last = self._changes(desired, actual, found)
+
+    def early_kept(self) -> bool:
+        """Whether the early chunks stand as planned: nothing refused or gated among them (a
+        gate needs the global groups, planned only once every file is parsed)."""
+        return not (self.stop_writing or self._gate or self._advisories is not None)
+
+    def fresh(self, loaded: files.LoadedFiles) -> Chunks:
+        """A new plan of the same options, over these files, with nothing planned yet."""
+        return Chunks(
+            self.conn,
+            loaded,
+            create_users=self.create_users,
+            write=self.write,
+            slim=self.slim,
+            commit=self.commit,
+            safety=self.safety,
+            size=self.size,
+        )
 
     def _changes(
         self, desired: DesiredState, actual: state.ActualState, found: list[Problem]
@@ -257,6 +300,21 @@ class Chunks:
             [problem for _, _, refused in self._gate for problem in refused],
             self._kept,
         )
+
+
+def split(projects: list[str], size: int, *, first: bool = True) -> list[list[str]]:
+    """Chunks of at most `size` projects, in order; with more than one, the first and the last
+    are short (size / EDGE_FRACTION): the database has nothing to write until the first chunk
+    is planned, and the last is written alone, after the whole plan's checks (`write_last`),
+    so the shorter those two are, the more of the writing overlaps the planning. Not `first`
+    (chunks were planned before these: streamed.py), only the last is short, however few."""
+    edge = max(1, size // EDGE_FRACTION)
+    if len(projects) <= (size if first else edge):
+        return [projects] if projects else []
+    start = edge if first else 0
+    head = [projects[:start]] if start else []
+    middle, tail = projects[start:-edge], projects[-edge:]
+    return [*head, *(middle[i : i + size] for i in range(0, len(middle), size)), tail]
 
 
 def files_of_groups(loaded: files.LoadedFiles, groups: set[str]) -> dict[str, list[int]]:

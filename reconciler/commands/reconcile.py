@@ -15,9 +15,10 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from reconciler import checkout, files, gitrepo
+from reconciler.commands import streamed
 from reconciler.commands.chunked import Chunks, Outcome
 from reconciler.commands.shared import Echo, InvalidFiles, Options, cache_dir, show
 from reconciler.core import render
@@ -119,14 +120,12 @@ def _reconcile(
     options: Options, *, commit: bool, expected: dict[str, Any] | None, slim: bool
 ) -> Plan:
     """The pipeline. Only groups (projects, tools, advisories) whose summary differs from the
-    database's are read and compared row by row (core/summary.py)."""
-    loaded = _load(options)
-    wanted, run_entries = combine(f.summary for f in loaded.files.values())
-    if options.projects:
-        run_entries = [e for e in run_entries if e[0][0] in options.projects]
+    database's are read and compared row by row (core/summary.py). Many files to parse are
+    parsed while the new projects among them are planned and written (commands/streamed.py)."""
+    scanned = _scan(options)
+    early = _streams(options, scanned, commit=commit, expected=expected)
+    fleet = None if early else _fleet(files.finish(scanned, options.progress), options)
     git = gitrepo.context(options.state_dir, options.ref)
-    defined = code_repositories(f.summary for f in loaded.files.values())
-    code = code_heads(defined, run_entries)
     with (
         open_target(
             options.database_url,
@@ -146,26 +145,35 @@ def _reconcile(
             else:
                 apply_lock(conn, options.lock_timeout_s)
             groups = state.group_states(conn)
-            stale = _in_scope(options.projects, stale_groups(wanted, groups), wanted, groups)
             chunks = Chunks(
                 conn,
-                loaded,
+                files.LoadedFiles({}),
                 create_users=status.auth == "compatible",
                 write=not (options.read_only and not commit),
                 slim=slim and expected is None,
                 commit=commit,
                 safety=options.safety,
             )
+            planned_early: set[str] = set()
+            if fleet is None:
+                chunks, planned_early = streamed.stream(
+                    chunks, scanned, set(groups), options.progress
+                )
+                fleet = _fleet(chunks.loaded, options)
+            chunks.loaded = fleet.loaded
+            stale = _in_scope(
+                options.projects, stale_groups(fleet.wanted, groups), fleet.wanted, groups
+            )
             if expected is not None:  # compared with the whole plan before anything is written
                 chunks.size = max(1, len(stale))
-            planned = _planned(chunks, stale, loaded)
-            git = _with_changes(conn, options.state_dir, git, run_entries)
-            code = _with_database_projects(conn, code, set(defined), run_entries)
-            result = _plan(conn, planned, git, (run_entries, code))
+            planned = _planned(chunks, stale - planned_early, fleet.loaded)
+            git = _with_changes(conn, options.state_dir, git, fleet.run_entries)
+            code = _with_database_projects(conn, fleet.code, set(fleet.defined), fleet.run_entries)
+            result = _plan(conn, planned, git, (fleet.run_entries, code))
             result = dataclasses.replace(result, database=target.description)
             _refuse_if_moved(result, expected)
             if commit:
-                kept = _kept(groups, stale, wanted, options.projects) + planned.kept
+                kept = _kept(groups, stale, fleet.wanted, options.projects) + planned.kept
                 _refuse_if_unsafe(result, kept, options.safety)
             if options.read_only and not commit:
                 return result
@@ -176,6 +184,34 @@ def _reconcile(
             if commit and result.changes_present:
                 writer.record(result, actor())
     return result
+
+
+class _Fleet(NamedTuple):
+    """What the plan needs of the files: them, their groups' sums, their push workflows, the
+    projects they define (with their own code repositories) and those repositories' heads."""
+
+    loaded: files.LoadedFiles
+    wanted: dict[str, int]
+    run_entries: list[RunEntry]
+    defined: dict[str, str | None]
+    code: Code
+
+
+def _fleet(loaded: files.LoadedFiles, options: Options) -> _Fleet:
+    wanted, run_entries = combine(f.summary for f in loaded.files.values())
+    if options.projects:
+        run_entries = [e for e in run_entries if e[0][0] in options.projects]
+    defined = code_repositories(f.summary for f in loaded.files.values())
+    return _Fleet(loaded, wanted, run_entries, defined, code_heads(defined, run_entries))
+
+
+def _streams(
+    options: Options, scanned: files.Scan, *, commit: bool, expected: dict[str, Any] | None
+) -> bool:
+    """Whether the files are parsed while the plan writes (streamed.py): many to parse, the
+    plan's writes executed, all projects in scope, no plan shown before to compare with."""
+    writes = commit or not options.read_only
+    return scanned.parallel and writes and expected is None and not options.projects
 
 
 def _planned(chunks: Chunks, stale: set[str], loaded: files.LoadedFiles) -> Outcome:
@@ -207,9 +243,9 @@ def _refuse_if_unsafe(result: Plan, kept: int, safety: Safety) -> None:
         raise ReconcilerError(f"{reason}; nothing was written")
 
 
-def _load(options: Options) -> files.LoadedFiles:
+def _scan(options: Options) -> files.Scan:
     cache = cache_dir() if options.use_cache else None
-    return files.load(options.state_dir, cache, progress=options.progress)
+    return files.scan(options.state_dir, cache)
 
 
 def _in_scope(
