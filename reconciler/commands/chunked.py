@@ -34,6 +34,7 @@ from reconciler.db import state
 from reconciler.db.writer import Step, Writer
 
 CHUNK_PROJECTS = 2000  # projects per chunk: ~32,000 resources, some 50 MiB while in hand
+EDGE_FRACTION = 8  # the first and the last chunk of many hold size / EDGE_FRACTION projects
 GateEntry = tuple[tuple[int, str], list[dict[str, Any]], list[Problem]]
 
 
@@ -105,7 +106,7 @@ class Chunks:
     def run(self, stale: set[str]) -> Outcome:
         """Plan every chunk; write all but the last (see `write_last`)."""
         projects = sorted(g for g in stale if not g.startswith("@"))
-        chunks = slices(projects, self.size)
+        chunks = split(projects, self.size, first=self._last is None)
         where = files_of_groups(self.loaded, stale)
         self._unused = _unused_groups(where)
         self._names = list(self.loaded.files)
@@ -134,11 +135,11 @@ class Chunks:
             if detail and written:
                 written.result()
             chunk = self._changes(desired, actual, found, detail)
+            if previous:
+                self._keep(previous.changes)
         finally:
             if written:
                 written.result()  # the refusals of the database are raised here
-        if previous:
-            self._keep(previous.changes)
         return chunk
 
     def _finish(self) -> Outcome:
@@ -156,7 +157,7 @@ class Chunks:
     def _plan(self, groups: set[str], where: dict[str, list[int]]) -> Chunk:
         actual = self._index(groups)
         desired, found = self._desired(groups, where, actual)
-        return self._changes(desired, actual, found, needs_detail(desired, actual.index))
+        return self._changes(desired, actual, found)
 
     def _index(self, groups: set[str]) -> state.ActualState:
         if self._users is None:
@@ -182,10 +183,13 @@ class Chunks:
         desired: DesiredState,
         actual: state.ActualState,
         found: list[Problem],
-        detail: list[Slot],
+        detail: list[Slot] | None = None,
     ) -> Chunk:
-        """`detail`: the slots whose rows the diff needs (read here; none: no database)."""
+        """`detail`: the slots whose rows the diff needs (read here, none: no database; by
+        default those `needs_detail` names)."""
         self._problems += found
+        if detail is None:
+            detail = needs_detail(desired, actual.index)
         rows = state.read_rows(self.conn, actual, detail)
         changes = diff(desired, actual.index, rows)
         new_users = sorted(
@@ -286,17 +290,19 @@ class Chunks:
         )
 
 
-def slices(projects: list[str], size: int) -> list[list[str]]:
-    """The chunks, in order: `size` projects each, but for a smaller first one when there
-    are several, growing to `size` (each at most twice the one before), so the database
-    starts on the first writes soon, and is written to while each next chunk is planned."""
-    if len(projects) <= size:
+def split(projects: list[str], size: int, *, first: bool = True) -> list[list[str]]:
+    """Chunks of at most `size` projects, in order; with more than one, the first and the last
+    are short (size / EDGE_FRACTION): the database has nothing to write until the first chunk
+    is planned, and the last is written alone, after the whole plan's checks (`write_last`),
+    so the shorter those two are, the more of the writing overlaps the planning. Not `first`
+    (chunks were planned before these: streamed.py), only the last is short, however few."""
+    edge = max(1, size // EDGE_FRACTION)
+    if len(projects) <= (size if first else edge):
         return [projects] if projects else []
-    chunks, start, step = [], 0, max(1, size // 16)
-    while start < len(projects):
-        chunks.append(projects[start : start + step])
-        start, step = start + step, min(size, 2 * step)
-    return chunks
+    start = edge if first else 0
+    head = [projects[:start]] if start else []
+    middle, tail = projects[start:-edge], projects[-edge:]
+    return [*head, *(middle[i : i + size] for i in range(0, len(middle), size)), tail]
 
 
 def files_of_groups(loaded: files.LoadedFiles, groups: set[str]) -> dict[str, list[int]]:

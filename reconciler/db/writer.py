@@ -20,6 +20,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import orjson
 import psycopg
 from psycopg.types.json import Jsonb
 
@@ -65,24 +66,51 @@ def copy_text(rows: list[tuple[Any, ...]], *, plain: bool = False) -> str:
     is a string that needs no escaping (ids, enums, digests), as in a membership row."""
     if plain:
         return "".join("\t".join(row) + "\n" for row in rows)
-    return "".join("\t".join(map(_copy_field, row)) + "\n" for row in rows)
+    return "".join([_copy_line(row) for row in rows])
+
+
+def _copy_line(row: tuple[Any, ...]) -> str:
+    """One row: its values written as they are (a string) or converted, then escaped only
+    when the line shows that one needs it (a backslash but those of its nulls' \\N, a line
+    break, or a tab more than the separators), which almost no line does."""
+    line = "\t".join([value if type(value) is str else _unescaped(value) for value in row])
+    if (
+        line.count("\\") == row.count(None)
+        and line.count("\t") == len(row) - 1
+        and "\n" not in line
+        and "\r" not in line
+    ):
+        return line + "\n"
+    return "\t".join(map(_copy_field, row)) + "\n"
+
+
+def _unescaped(value: Any) -> str:
+    """A value that is not a string, as COPY's text reads it, before COPY's escaping."""
+    if value is None:
+        return "\\N"
+    if isinstance(value, bool):
+        return "t" if value else "f"
+    if isinstance(value, dict):
+        return _json(value)
+    if isinstance(value, list):
+        return "{" + ",".join([_array_item(v) for v in value]) + "}"
+    return str(value)
 
 
 def _copy_field(value: Any) -> str:
-    text: str
-    if type(value) is str:  # the common case first: this runs for every field of every row
-        text = value
-    elif value is None:
+    if value is None:
         return "\\N"
-    elif isinstance(value, bool):
-        return "t" if value else "f"
-    elif isinstance(value, dict):
-        text = json.dumps(value, ensure_ascii=False, separators=(",", ":"))
-    elif isinstance(value, list):
-        text = "{" + ",".join(_array_item(v) for v in value) + "}"
-    else:
-        text = str(value)
+    text = value if type(value) is str else _unescaped(value)
     return text.translate(_ESCAPE) if _SPECIAL.search(text) else text
+
+
+def _json(value: dict[str, Any]) -> str:
+    """Compact JSON, as json.dumps(ensure_ascii=False) writes it (orjson: 10 times faster),
+    but for what only json writes (an integer beyond 64 bits)."""
+    try:
+        return orjson.dumps(value, option=orjson.OPT_NON_STR_KEYS).decode()
+    except (orjson.JSONEncodeError, TypeError):
+        return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
 
 
 def _array_item(value: str) -> str:
