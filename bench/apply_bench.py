@@ -1,8 +1,11 @@
 """The first apply (warm parse cache) of one or more `reconcile` executables against raw COPY
 FROM of the same rows, alternated round by round on fresh databases of one server:
 
-    .venv/bin/python -m bench.apply_bench [--projects 10000] [--rounds 3] RECONCILE...
+    .venv/bin/python -m bench.apply_bench [--projects 10000] [--rounds 3] [--cold] RECONCILE...
     (e.g. a checkout of the previous commit's .venv/bin/reconcile, then this one's)
+
+--cold: each apply starts with an empty parse cache, and the floor is COPY FROM plus the parse
+floor (bench/reconcile_bench.py), measured in the same round.
 
 For each: wall clock, the CLI's CPU seconds, and the CPU seconds of the server processes that
 served its database (polled from /proc: the server must run on this machine). On a machine
@@ -30,6 +33,7 @@ from bench.reconcile_bench import (
     fresh_database,
     load_note,
     make_fleet,
+    parse_floor,
 )
 
 TICK = os.sysconf("SC_CLK_TCK")
@@ -78,6 +82,7 @@ class ServerCpu:
 
 
 def first_apply(reconcile: str, root: Path, cache: Path, admin: str, name: str) -> Sample:
+    """`cache`: the parse cache's folder (a new one: a cold apply)."""
     url = fresh_database(admin, name)
     env = {**os.environ, "RECONCILE_CACHE_DIR": str(cache), "DATABASE_URL": url}
     try:
@@ -115,6 +120,7 @@ def main() -> None:
     parser.add_argument("reconcile", nargs="+")
     parser.add_argument("--projects", type=int, default=10000)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--cold", action="store_true", help="an empty parse cache each time")
     parser.add_argument("--database-url", default=os.environ.get("DATABASE_URL"))
     args = parser.parse_args()
     if not args.database_url:
@@ -133,18 +139,23 @@ def main() -> None:
         drop_database(admin, seed)
         results: dict[str, list[Sample]] = {name: [] for name in [*args.reconcile, "COPY FROM"]}
         for round_ in range(args.rounds):
-            for reconcile in args.reconcile:
-                sample = first_apply(reconcile, root, cache, admin, f"apply_bench_{n}")
+            for number, reconcile in enumerate(args.reconcile):
+                used = Path(work) / f"cold-{round_}-{number}" if args.cold else cache
+                sample = first_apply(reconcile, root, used, admin, f"apply_bench_{n}")
                 results[reconcile].append(sample)
-            results["COPY FROM"].append(copy_from(rows, admin, f"apply_bench_{n}_copy"))
+            floor = copy_from(rows, admin, f"apply_bench_{n}_copy")
+            if args.cold:  # the floor of a cold apply: the parse floor too
+                floor = (floor[0] + parse_floor(root)[0], *floor[1:])
+            results["COPY FROM"].append(floor)
             print(f"round {round_ + 1}: {load_note()}", flush=True)
             for name, samples in results.items():
                 print(f"  {name}: {_cells(samples[-1])}", flush=True)
     floor = statistics.median(s[0] for s in results["COPY FROM"])
+    what = "COPY FROM + parse floor" if args.cold else "COPY FROM"
     print(f"\nN={n:,}, medians of {args.rounds} rounds; {load_note()}")
     for name, samples in results.items():
         median = tuple(statistics.median(s[i] for s in samples) for i in range(4))
-        print(f"  {name}: {_cells(median)}, {median[0] / floor:.2f}x COPY FROM")
+        print(f"  {name}: {_cells(median)}, {median[0] / floor:.2f}x {what}")
 
 
 def _cells(sample: tuple[float, ...]) -> str:
