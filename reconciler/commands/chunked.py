@@ -26,12 +26,12 @@ from typing import Any
 
 from reconciler import files
 from reconciler.core import pipelines, upgrades
-from reconciler.core.desired import KIND_ORDER, DesiredState, assemble
+from reconciler.core.desired import KIND_ORDER, DesiredState, Slot, assemble
 from reconciler.core.plan import Change, Safety, diff, needs_detail, resolve_members
 from reconciler.core.problems import Problem
 from reconciler.core.upgrades import Advisory
 from reconciler.db import state
-from reconciler.db.writer import Writer
+from reconciler.db.writer import Step, Writer
 
 CHUNK_PROJECTS = 2000  # projects per chunk: ~32,000 resources, some 50 MiB while in hand
 EDGE_FRACTION = 8  # the first and the last chunk of many hold size / EDGE_FRACTION projects
@@ -52,6 +52,13 @@ class Chunk:
     actual: state.ActualState
     changes: list[Change]
     new_users: list[str]
+    writes: Prepared | None = None  # its writes, made ahead (`_prepare`)
+
+
+@dataclass
+class Prepared:
+    writer: Writer
+    steps: list[Step]
 
 
 @dataclass
@@ -106,6 +113,8 @@ class Chunks:
         self._files_broken = any(f.summary.has_problems for f in self.loaded.files.values())
         if any(g.startswith("@") for g in stale):
             self._global = self._plan({g for g in stale if g.startswith("@")}, where)
+        if len(chunks) > 1 and self.write:
+            self._advisory_list()  # read now: the chunks are then planned without the database
         with ThreadPoolExecutor(1, thread_name_prefix="chunk-writer") as writer:
             for groups in chunks:
                 self._last = self._next(set(groups), where, writer)
@@ -113,20 +122,25 @@ class Chunks:
 
     def _next(self, groups: set[str], where: dict[str, list[int]], writer: Executor) -> Chunk:
         """Plan this chunk while the previous one (`self._last`) is written: its rows are
-        read first, the database then takes the previous chunk's writes while this process
-        loads and checks this chunk's resources (the work of each overlaps the other's)."""
+        indexed first, the database then takes the previous chunk's writes while this
+        process loads, checks, compares this chunk's resources and prepares its writes (the
+        work of each overlaps the other's). Rows to compare in full are read after the
+        writes (one statement at a time on the connection); a first apply reads none."""
         actual = self._index(groups)
         previous, self._last = self._last, None
         written = writer.submit(self._write, previous) if previous else None
         try:
             desired, found = self._desired(groups, where, actual)
+            detail = needs_detail(desired, actual.index)
+            if detail and written:
+                written.result()
+            chunk = self._changes(desired, actual, found, detail)
+            if previous:
+                self._keep(previous.changes)
         finally:
             if written:
                 written.result()  # the refusals of the database are raised here
-        if previous:
-            self._keep(previous.changes)
-        del previous  # before the next chunk is diffed: one chunk in hand
-        return self._changes(desired, actual, found)
+        return chunk
 
     def _finish(self) -> Outcome:
         for extra in (self._global, self._last):
@@ -135,16 +149,10 @@ class Chunks:
         return self._outcome()
 
     def write_last(self) -> None:
-        """The last chunk and the global groups, together, after the whole plan's checks."""
-        parts = [c for c in (self._last, self._global) if c is not None]
-        if not parts or not self.write or self.stop_writing or self._files_broken:
-            return
-        desired = DesiredState({k: v for c in parts for k, v in c.desired.resources.items()})
-        index = {k: v for c in parts for k, v in c.actual.index.items()}
-        actual = state.ActualState(index, parts[0].actual.users)
-        changes = [change for c in parts for change in c.changes]
-        users = sorted({u for c in parts for u in c.new_users})
-        Writer(self.conn, desired, actual, self._user_ids).write_changes(changes, users)
+        """The last chunk, then the global groups, after the whole plan's checks."""
+        for chunk in (self._last, self._global):
+            if chunk is not None:
+                self._write(chunk)
 
     def _plan(self, groups: set[str], where: dict[str, list[int]]) -> Chunk:
         actual = self._index(groups)
@@ -213,10 +221,18 @@ class Chunks:
         )
 
     def _changes(
-        self, desired: DesiredState, actual: state.ActualState, found: list[Problem]
+        self,
+        desired: DesiredState,
+        actual: state.ActualState,
+        found: list[Problem],
+        detail: list[Slot] | None = None,
     ) -> Chunk:
+        """`detail`: the slots whose rows the diff needs (read here, none: no database; by
+        default those `needs_detail` names)."""
         self._problems += found
-        rows = state.read_rows(self.conn, actual, needs_detail(desired, actual.index))
+        if detail is None:
+            detail = needs_detail(desired, actual.index)
+        rows = state.read_rows(self.conn, actual, detail)
         changes = diff(desired, actual.index, rows)
         new_users = sorted(
             {
@@ -234,7 +250,9 @@ class Chunks:
         blocked = self._gate_of(changes, desired)
         if found or (self.commit and (blocked or self._refusal_certain())):
             self.stop_writing = True
-        return Chunk(desired, actual, changes, new_users)
+        chunk = Chunk(desired, actual, changes, new_users)
+        chunk.writes = self._prepare(chunk)
+        return chunk
 
     def _refusal_certain(self) -> bool:
         """What `refusal` would refuse whatever the later chunks hold (an adoption without
@@ -244,11 +262,23 @@ class Chunks:
             return True
         return self.safety.max_prune is not None and self._pruned > self.safety.max_prune
 
+    def _writing(self) -> bool:
+        """Whether writes are still made. Once not, never again in this plan: a chunk whose
+        writes were prepared (its new users given ids that later chunks refer to) but not
+        executed is followed by none that is."""
+        return self.write and not self.stop_writing and not self._files_broken
+
+    def _prepare(self, chunk: Chunk) -> Prepared | None:
+        """The chunk's statements, made now (while the previous chunk is written)."""
+        if not self._writing():
+            return None
+        writer = Writer(self.conn, chunk.desired, chunk.actual, self._user_ids)
+        return Prepared(writer, writer.prepare(chunk.changes, chunk.new_users))
+
     def _write(self, chunk: Chunk) -> None:
-        if self.write and not self.stop_writing and not self._files_broken:
-            Writer(self.conn, chunk.desired, chunk.actual, self._user_ids).write_changes(
-                chunk.changes, chunk.new_users
-            )
+        writes, chunk.writes = chunk.writes, None  # its text is not kept once sent
+        if writes is not None and self._writing():
+            writes.writer.execute(writes.steps)
 
     def _keep(self, changes: list[Change], *, final: bool = True) -> None:
         for change in changes:

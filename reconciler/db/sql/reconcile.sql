@@ -125,19 +125,15 @@ where r.idempotency_key = any(%(keys)s)
 select id from ops.reconcile_lock for update
 
 -- name: create_users
-copy auth.users (email) from stdin
-
--- name: user_ids
-select id::text, email from auth.users where email = any(%(emails)s)
+-- The ids are made by the writer (reconciler/db/writer.py: new_ids), so that the memberships
+-- of a chunk refer to its new users before they are written.
+copy auth.users (id, email) from stdin
 
 -- name: project_repositories
 select slug, repository from ops.projects where slug = any(%(slugs)s)
 
--- name: project_ids
-select slug, id::text from ops.projects where slug = any(%(slugs)s)
-
 -- name: create_projects
-copy ops.projects (slug, workspace_key, name, description, odoo_version, status, config,
+copy ops.projects (id, slug, workspace_key, name, description, odoo_version, status, config,
                    repository, managed_by, spec_hash, acknowledged_advisories)
 from stdin
 
