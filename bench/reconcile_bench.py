@@ -70,6 +70,9 @@ def server(url: str | None) -> Iterator[str]:
 
 
 def fresh_database(admin: str, name: str) -> str:
+    """A new, migrated database named after `name` and this process (two benches on one server
+    never drop each other's)."""
+    name = f"{name}_p{os.getpid()}"
     with psycopg.connect(admin, autocommit=True) as conn:
         conn.execute(
             sql.SQL("drop database if exists {} with (force)").format(sql.Identifier(name))
