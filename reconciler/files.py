@@ -247,7 +247,7 @@ class Scan:
         pool of processes: this one is free meanwhile."""
         entries = self.store.entries if self.store else {}
         unknown = sum((p.relative, p.blob_id) not in entries for p in self.pending)
-        return unknown >= PARALLEL_FROM and _cores() >= 2
+        return _in_pool(unknown)
 
 
 def scan(root: Path, cache_dir: Path | None) -> Scan:
@@ -381,12 +381,16 @@ def _parse_all(pending: list[_Pending], store: _Store | None) -> Iterator[tuple[
 
 
 def _parsed(items: list[_Pending]) -> Iterator[LoadedFile]:
-    workers = _cores()
-    if len(items) < PARALLEL_FROM or workers < 2:
+    if not _in_pool(len(items)):
         return _young_gc_only(_checked(item.relative, item.content) for item in items)
     import reconciler.core.validate  # noqa: F401, PLC0415  (loaded once, before forking)
 
-    return _parsed_in_pool(items, workers)
+    return _parsed_in_pool(items, _cores())
+
+
+def _in_pool(count: int) -> bool:
+    """Whether `count` files to parse are parsed by a pool of processes."""
+    return count >= PARALLEL_FROM and _cores() >= 2
 
 
 def _parsed_in_pool(items: list[_Pending], workers: int) -> Iterator[LoadedFile]:

@@ -126,11 +126,21 @@ class Chunks:
         process loads, checks, compares this chunk's resources and prepares its writes (the
         work of each overlaps the other's). Rows to compare in full are read after the
         writes (one statement at a time on the connection); a first apply reads none."""
+        return self._overlapped(groups, _paths(self._names, groups, where), writer, where)
+
+    def _overlapped(
+        self,
+        groups: set[str],
+        paths: list[str],
+        writer: Executor,
+        where: dict[str, list[int]] | None,
+    ) -> Chunk:
+        """`_next`, over these files; `where` None: no file is released once planned."""
         actual = self._index(groups)
         previous, self._last = self._last, None
         written = writer.submit(self._write, previous) if previous else None
         try:
-            desired, found = self._desired(groups, where, actual)
+            desired, found = self._desired(groups, paths, actual, where)
             detail = needs_detail(desired, actual.index)
             if detail and written:
                 written.result()
@@ -156,7 +166,8 @@ class Chunks:
 
     def _plan(self, groups: set[str], where: dict[str, list[int]]) -> Chunk:
         actual = self._index(groups)
-        desired, found = self._desired(groups, where, actual)
+        paths = _paths(self._names, groups, where)
+        desired, found = self._desired(groups, paths, actual, where)
         return self._changes(desired, actual, found)
 
     def _index(self, groups: set[str]) -> state.ActualState:
@@ -165,19 +176,19 @@ class Chunks:
         return state.read(self.conn, groups, self._users)
 
     def _desired(
-        self, groups: set[str], where: dict[str, list[int]], actual: state.ActualState
+        self,
+        groups: set[str],
+        paths: list[str],
+        actual: state.ActualState,
+        where: dict[str, list[int]] | None,
     ) -> tuple[DesiredState, list[Problem]]:
         """The chunk's resources, users resolved, and their problems (no database: this runs
-        while the previous chunk is written)."""
-        paths = _paths(self._names, groups, where)
+        while the previous chunk is written); the files done with are released, unless
+        `where` is None."""
         known = {identity[0] for kind, identity in actual.index if kind == "project"}
         desired, problems = assemble(self.loaded.resources_of(paths, groups), known)
-        _release_done(self.loaded, self._names, groups, where, self._unused)
-        return self._resolved(desired, problems, actual)
-
-    def _resolved(
-        self, desired: DesiredState, problems: list[Problem], actual: state.ActualState
-    ) -> tuple[DesiredState, list[Problem]]:
+        if where is not None:
+            _release_done(self.loaded, self._names, groups, where, self._unused)
         desired, _, unknown = resolve_members(
             desired, actual.users, create_missing=self.create_users
         )
@@ -187,20 +198,7 @@ class Chunks:
         """Plan these projects, in these files, while the files after them are still parsed
         (commands/streamed.py); as `_next`, the previous chunk is written meanwhile. Nothing
         is released: the plan may have to be made again without these early chunks."""
-        actual = self._index(groups)
-        previous, self._last = self._last, None
-        written = writer.submit(self._write, previous) if previous else None
-        try:
-            known = {identity[0] for kind, identity in actual.index if kind == "project"}
-            desired, problems = assemble(self.loaded.resources_of(paths, groups), known)
-            desired, found = self._resolved(desired, problems, actual)
-        finally:
-            if written:
-                written.result()
-        if previous:
-            self._keep(previous.changes)
-        del previous
-        self._last = self._changes(desired, actual, found)
+        self._last = self._overlapped(groups, paths, writer, None)
 
     def early_kept(self) -> bool:
         """Whether the early chunks stand as planned: nothing refused or gated among them (a
